@@ -1,0 +1,72 @@
+# parleyd — the front door: make setup | run | test | lint | proto | bench
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTO_FILES := $(sort $(wildcard proto/parley/v1/*.proto))
+GEN_DIR := generated
+NODE_DIR := tests/clients/node
+
+.PHONY: setup run test lint proto proto-check bench system-deps node-deps clean
+
+# Idempotent: the venv is made once and reinstalled only when pyproject.toml changes.
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || PYTHON=python3; \
+	  test -x $(PY) || $${PYTHON:-$(PYTHON)} -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/parleyd serve
+
+# System packages the tests need (Node.js for the polyglot client test). Installed only when missing.
+system-deps:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing nodejs/npm with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	fi
+
+node-deps: system-deps
+	@test -d $(NODE_DIR)/node_modules/@grpc/grpc-js || \
+	  (cd $(NODE_DIR) && npm install --no-audit --no-fund --silent)
+
+test: setup node-deps proto-check lint
+	$(PY) -m pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+# Regenerates generated/ from proto/ (python, pyi, grpc and typed grpc stubs). Never edit generated/.
+proto: setup
+	rm -rf $(GEN_DIR)/parley
+	$(MAKE) --no-print-directory _gen OUT=$(GEN_DIR)
+
+_gen:
+	mkdir -p $(OUT)
+	$(PY) -m grpc_tools.protoc -Iproto \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	  --python_out=$(OUT) --pyi_out=$(OUT) --grpc_python_out=$(OUT) --mypy_grpc_out=$(OUT) \
+	  $(PROTO_FILES)
+	touch $(OUT)/parley/__init__.py $(OUT)/parley/v1/__init__.py $(OUT)/parley/py.typed
+
+# Fails when generated/ no longer matches what proto/ generates.
+proto-check: setup
+	@tmp=$$(mktemp -d); $(MAKE) --no-print-directory _gen OUT=$$tmp >/dev/null; \
+	  if diff -r -x __pycache__ $$tmp/parley $(GEN_DIR)/parley; then rm -rf $$tmp; echo "generated/ is up to date"; \
+	  else rm -rf $$tmp; echo "generated/ is stale: run 'make proto' and commit"; exit 1; fi
+
+bench: setup
+	$(PY) bench/unary.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -1,0 +1,138 @@
+"""Command line: `parleyd serve` and the admin commands (`parleyd keys ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from parleyd import __version__, logs
+from parleyd.config import Settings, add_arguments, load_settings
+from parleyd.domain.durations import parse_duration_ms
+from parleyd.grpc.server import ParleydServer
+from parleyd.manager import wall_clock_ms
+from parleyd.store import Repository, open_database
+
+log = logging.getLogger("parleyd")
+
+DEV_KEY_NAME = "development"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="parleyd", description="Live AI conversation sessions.")
+    parser.add_argument("--version", action="version", version=f"parleyd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    add_arguments(serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create an API key and print it once")
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'game-backend'")
+    create.add_argument(
+        "--max-session-duration",
+        default="1h",
+        help="longest max_duration a session of this key may have (e.g. 30m, 2h) [1h]",
+    )
+    create.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
+    lst = keys_sub.add_parser("list", help="list API keys (never their secrets)")
+    lst.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
+    revoke = keys_sub.add_parser("revoke", help="revoke an API key by id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        settings = load_settings(args)
+        logs.configure(settings.log_level, settings.log_format)
+        asyncio.run(_serve(settings))
+    else:
+        logs.configure("WARNING")
+        sys.exit(asyncio.run(_keys(args)))
+
+
+async def _serve(settings: Settings) -> None:
+    server = ParleydServer(settings)
+    await server.start()
+    assert server.repo is not None
+    await _ensure_dev_key(server.repo, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"parleyd {__version__} listening on {settings.host}:{server.port}", flush=True)
+    waiter = asyncio.create_task(server.wait())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("draining", extra={"grace_ms": settings.drain_timeout_ms})
+    await server.stop()
+    waiter.cancel()
+    stopper.cancel()
+
+
+async def _ensure_dev_key(repo: Repository, settings: Settings) -> None:
+    """On the first start of an empty database, make a key so a newcomer can call at once."""
+    if await repo.count_api_keys() > 0:
+        return
+    _, plaintext = await repo.create_api_key(
+        name=DEV_KEY_NAME,
+        max_session_duration_ms=settings.dev_key_max_session_duration_ms,
+        now_ms=wall_clock_ms(),
+    )
+    bar = "=" * 78
+    print(
+        f"{bar}\n"
+        f"DEVELOPMENT API KEY (shown once; the database stores only its hash):\n\n"
+        f"    {plaintext}\n\n"
+        f"Send it as gRPC metadata:  -H 'x-api-key: {plaintext}'\n"
+        f"Make more with: parleyd keys create --name NAME\n"
+        f"{bar}",
+        flush=True,
+    )
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        argparse.Namespace(database_url=args.database_url) if args.database_url else None
+    )
+    db = await open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    repo = Repository(db)
+    try:
+        if args.keys_command == "create":
+            try:
+                max_ms = parse_duration_ms(args.max_session_duration)
+            except ValueError as exc:
+                print(f"--max-session-duration: {exc}", file=sys.stderr)
+                return 2
+            if max_ms <= 0:
+                print("--max-session-duration must be positive", file=sys.stderr)
+                return 2
+            key, plaintext = await repo.create_api_key(
+                name=args.name, max_session_duration_ms=max_ms, now_ms=wall_clock_ms()
+            )
+            print(plaintext)
+            print(
+                f"# key id {key.id} ({key.name}); shown once, stored hashed",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            for key in await repo.list_api_keys():
+                status = "revoked" if key.revoked else "active"
+                print(f"{key.id}\t{key.name}\t{key.max_session_duration_ms // 1000}s\t{status}")
+        elif args.keys_command == "revoke":
+            if not await repo.revoke_api_key(args.key_id):
+                print(f"no key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+        return 0
+    finally:
+        await db.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Settings of `parleyd serve`: every one is a command-line flag and a PARLEYD_* variable.
+
+The README's configuration table is generated from SETTINGS, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from parleyd.domain.durations import parse_duration_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    kind: type = str
+
+    @property
+    def env(self) -> str:
+        return "PARLEYD_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "Address the gRPC server listens on."),
+    Setting("port", "50051", "gRPC port (0 picks a free one).", int),
+    Setting(
+        "database_url",
+        "sqlite+aiosqlite:///./parleyd.db",
+        "SQLAlchemy URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://USER@HOST/DB.",
+    ),
+    Setting(
+        "public_grpc_target",
+        "",
+        "host:port clients are told to connect to (CreateSession.connect); default host:port.",
+    ),
+    Setting(
+        "default_resume_window",
+        "5m",
+        "How long a CREATED or PAUSED session waits for a user before it expires.",
+    ),
+    Setting(
+        "dev_key_max_session_duration",
+        "1h",
+        "max_duration limit of the development key made on first start of an empty database.",
+    ),
+    Setting("expiry_interval", "1s", "How often sessions past their expiry are expired."),
+    Setting("sqlite_synchronous", "NORMAL", "SQLite PRAGMA synchronous: NORMAL or FULL."),
+    Setting("drain_timeout", "10s", "Grace period for in-flight calls on SIGTERM/SIGINT."),
+    Setting("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Setting("log_format", "text", "text (key=value) or json (one JSON object per line)."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    database_url: str = "sqlite+aiosqlite:///./parleyd.db"
+    public_grpc_target: str = ""
+    default_resume_window_ms: int = 300_000
+    dev_key_max_session_duration_ms: int = 3_600_000
+    expiry_interval_ms: int = 1_000
+    sqlite_synchronous: str = "NORMAL"
+    drain_timeout_ms: int = 10_000
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    def advertised_grpc_target(self, bound_port: int) -> str:
+        return self.public_grpc_target or f"{self.host}:{bound_port}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for s in SETTINGS:
+        parser.add_argument(
+            s.flag, dest=s.name, default=None, help=f"{s.help} [{s.env}, default {s.default!r}]"
+        )
+
+
+def load_settings(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Flag beats environment beats default."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    for s in SETTINGS:
+        value = getattr(args, s.name, None) if args is not None else None
+        if value is None:
+            value = env.get(s.env, s.default)
+        raw[s.name] = value
+    known = {f.name for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = raw[s.name]
+        if f"{s.name}_ms" in known:
+            out[f"{s.name}_ms"] = _duration(s, value)
+        elif s.kind is int:
+            try:
+                out[s.name] = int(value)
+            except ValueError:
+                raise SystemExit(f"{s.flag}/{s.env}: {value!r} is not a whole number") from None
+        else:
+            out[s.name] = value
+    if out["sqlite_synchronous"].upper() not in ("NORMAL", "FULL"):
+        raise SystemExit(f"--sqlite-synchronous: {out['sqlite_synchronous']!r} is not NORMAL/FULL")
+    out["sqlite_synchronous"] = out["sqlite_synchronous"].upper()
+    return Settings(**out)
+
+
+def _duration(s: Setting, value: str) -> int:
+    try:
+        return parse_duration_ms(value)
+    except ValueError as exc:
+        raise SystemExit(f"{s.flag}/{s.env}: {exc}") from None
+
+
+def settings_table() -> Sequence[tuple[str, str, str, str]]:
+    return [(s.flag, s.env, s.default, s.help) for s in SETTINGS]

@@ -1,0 +1,1 @@
+"""The gRPC face of parleyd: servicers, interceptors, status mapping and server bootstrap."""

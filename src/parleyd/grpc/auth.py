@@ -1,0 +1,86 @@
+"""API-key authentication for SessionService's management calls.
+
+The interceptor resolves `x-api-key` once per call and hands the key to the servicer through a
+context variable: the wrapped handler runs in the same task as the servicer method.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from parleyd.domain.errors import Unauthenticated
+from parleyd.domain.session import ApiKey
+from parleyd.grpc.status import to_status
+from parleyd.manager import SessionManager
+
+API_KEY_HEADER = "x-api-key"
+
+# Services a client may call without a key: discovery and health checks.
+_EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# Methods that authenticate by a session's access token instead of an API key.
+TOKEN_METHODS: frozenset[str] = frozenset()
+
+
+class Caller:
+    __slots__ = ("key", "plaintext")
+
+    def __init__(self, key: ApiKey, plaintext: str) -> None:
+        self.key = key
+        self.plaintext = plaintext
+
+
+_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("parleyd_caller")
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the running RPC (set by ApiKeyInterceptor)."""
+    return _CALLER.get()
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, manager: SessionManager) -> None:
+        self._manager = manager
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if (
+            handler is None
+            or method.startswith(_EXEMPT_PREFIXES)
+            or method in TOKEN_METHODS
+            or handler.unary_unary is None
+        ):
+            return handler
+        inner = handler.unary_unary
+        manager = self._manager
+
+        async def authenticated(request: Any, context: Any) -> Any:
+            plaintext = ""
+            for item in context.invocation_metadata() or ():
+                if item[0] == API_KEY_HEADER:
+                    plaintext = str(item[1])
+                    break
+            try:
+                key = await manager.authenticate(plaintext)
+            except Unauthenticated as exc:
+                await context.abort_with_status(to_status(exc))
+                raise AssertionError("unreachable") from None
+            token = _CALLER.set(Caller(key, plaintext))
+            try:
+                return await inner(request, context)
+            finally:
+                _CALLER.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            authenticated,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

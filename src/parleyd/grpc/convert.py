@@ -1,0 +1,154 @@
+"""Translation between protobuf messages and domain objects. No rules live here."""
+
+from __future__ import annotations
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from parley.v1 import message_pb2, session_pb2
+
+from parleyd.domain.errors import InvalidArgument
+from parleyd.domain.lifecycle import EndReason, SessionState
+from parleyd.domain.session import (
+    ConnectionType,
+    Message,
+    MessageRole,
+    SceneItem,
+    Session,
+    SessionSpec,
+)
+
+_STATE_TO_PB = {
+    SessionState.CREATED: session_pb2.SESSION_STATE_CREATED,
+    SessionState.ACTIVE: session_pb2.SESSION_STATE_ACTIVE,
+    SessionState.PAUSED: session_pb2.SESSION_STATE_PAUSED,
+    SessionState.TERMINATED: session_pb2.SESSION_STATE_TERMINATED,
+    SessionState.EXPIRED: session_pb2.SESSION_STATE_EXPIRED,
+}
+_PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
+_CONN_TO_PB = {
+    ConnectionType.AUDIO: session_pb2.CONNECTION_TYPE_AUDIO,
+    ConnectionType.VIDEO: session_pb2.CONNECTION_TYPE_VIDEO,
+    ConnectionType.TEXT: session_pb2.CONNECTION_TYPE_TEXT,
+}
+_PB_TO_CONN = {v: k for k, v in _CONN_TO_PB.items()}
+_END_TO_PB = {
+    EndReason.TERMINATED: session_pb2.END_REASON_TERMINATED,
+    EndReason.MAX_DURATION: session_pb2.END_REASON_MAX_DURATION,
+    EndReason.RESUME_WINDOW: session_pb2.END_REASON_RESUME_WINDOW,
+}
+_ROLE_TO_PB = {
+    MessageRole.USER: message_pb2.MESSAGE_ROLE_USER,
+    MessageRole.AGENT: message_pb2.MESSAGE_ROLE_AGENT,
+    MessageRole.SYSTEM: message_pb2.MESSAGE_ROLE_SYSTEM,
+}
+
+
+def timestamp(ms: int) -> Timestamp:
+    return Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def duration(ms: int) -> Duration:
+    return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def timestamp_ms(ts: Timestamp) -> int:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def duration_ms(d: Duration, field: str) -> int:
+    if d.seconds < 0 or d.nanos < 0:
+        raise InvalidArgument.field(field, "must not be negative")
+    if d.nanos >= 1_000_000_000:
+        raise InvalidArgument.field(field, "nanos must be below 1,000,000,000")
+    return d.seconds * 1000 + d.nanos // 1_000_000
+
+
+def state_from_pb(value: int, field: str = "state") -> SessionState | None:
+    if value == session_pb2.SESSION_STATE_UNSPECIFIED:
+        return None
+    try:
+        return _PB_TO_STATE[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument.field(field, f"{value} is not a SessionState") from None
+
+
+def connection_type_from_pb(value: int, field: str) -> ConnectionType:
+    if value == session_pb2.CONNECTION_TYPE_UNSPECIFIED:
+        return ConnectionType.AUDIO
+    try:
+        return _PB_TO_CONN[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument.field(field, f"{value} is not a ConnectionType") from None
+
+
+def spec_from_pb(pb: session_pb2.Session, prefix: str = "session.") -> SessionSpec:
+    return SessionSpec(
+        agent_id=pb.agent_id,
+        user_id=pb.user_id,
+        profile=pb.profile,
+        avatar_id=pb.avatar_id,
+        connection_type=connection_type_from_pb(pb.connection_type, prefix + "connection_type"),
+        speaker_id=pb.speaker_id,
+        situation=pb.situation,
+        dynamic_info=pb.dynamic_info,
+        scene=[SceneItem(s.name, s.description) for s in pb.scene],
+        metadata=dict(pb.metadata),
+        max_duration_ms=(
+            duration_ms(pb.max_duration, prefix + "max_duration")
+            if pb.HasField("max_duration")
+            else None
+        ),
+        resume_window_ms=(
+            duration_ms(pb.resume_window, prefix + "resume_window")
+            if pb.HasField("resume_window")
+            else None
+        ),
+        continue_from_session_id=pb.continue_from_session_id,
+        render_templates=pb.render_templates,
+    )
+
+
+def session_to_pb(s: Session, now_ms: int) -> session_pb2.Session:
+    pb = session_pb2.Session(
+        id=s.id,
+        agent_id=s.agent_id,
+        user_id=s.user_id,
+        profile=s.profile,
+        avatar_id=s.avatar_id,
+        connection_type=_CONN_TO_PB[s.connection_type],
+        speaker_id=s.speaker_id,
+        situation=s.situation,
+        dynamic_info=s.dynamic_info,
+        scene=[session_pb2.SceneItem(name=i.name, description=i.description) for i in s.scene],
+        metadata=s.metadata,
+        max_duration=duration(s.max_duration_ms),
+        resume_window=duration(s.resume_window_ms),
+        continue_from_session_id=s.continue_from_session_id,
+        render_templates=s.render_templates,
+        state=_STATE_TO_PB[s.state],
+        create_time=timestamp(s.create_ms),
+        update_time=timestamp(s.update_ms),
+        duration=duration(s.duration_at(now_ms)),
+        summary=s.summary,
+        rendered_situation=s.rendered_situation,
+        end_reason=_END_TO_PB[s.end_reason] if s.end_reason else session_pb2.END_REASON_UNSPECIFIED,
+    )
+    if s.start_ms is not None:
+        pb.start_time.CopyFrom(timestamp(s.start_ms))
+    if s.end_ms is not None:
+        pb.end_time.CopyFrom(timestamp(s.end_ms))
+    if s.expire_at_ms is not None and s.state != SessionState.TERMINATED:
+        pb.expire_time.CopyFrom(timestamp(s.expire_at_ms))
+    return pb
+
+
+def message_to_pb(m: Message) -> message_pb2.Message:
+    return message_pb2.Message(
+        index=m.index,
+        role=_ROLE_TO_PB[m.role],
+        text=m.text,
+        interaction_id=m.interaction_id,
+        create_time=timestamp(m.create_ms),
+        interrupted=m.interrupted,
+        inherited_from_session_id=m.inherited_from_session_id,
+    )

@@ -1,0 +1,115 @@
+"""Server bootstrap: one grpc.aio server with SessionService, reflection and health.
+
+`ParleydServer` owns the database, the session manager and the background expiry sweep; `start()`
+binds and reports SERVING once the database is migrated, `stop()` drains (NOT_SERVING first, then a
+grace period for calls in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from parley.v1 import session_service_pb2, session_service_pb2_grpc
+
+from parleyd.config import Settings
+from parleyd.grpc.auth import ApiKeyInterceptor
+from parleyd.grpc.calllog import CallLogInterceptor
+from parleyd.grpc.session_service import SessionServicer
+from parleyd.manager import SessionManager
+from parleyd.store import Database, Repository, open_database
+
+log = logging.getLogger("parleyd.server")
+
+SERVICE_NAME = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+
+# Game engines hold one stream open for a whole conversation and ping to keep NATs open: accept
+# pings as often as every 10 s, with or without calls, instead of answering GOAWAY "too_many_pings".
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
+
+class ParleydServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db: Database | None = None
+        self.repo: Repository | None = None
+        self.manager: SessionManager | None = None
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        self.db = await open_database(s.database_url, sqlite_synchronous=s.sqlite_synchronous)
+        self.repo = Repository(self.db)
+        self.manager = SessionManager(
+            self.repo, default_resume_window_ms=s.default_resume_window_ms
+        )
+        self._server = server = grpc.aio.server(
+            options=SERVER_OPTIONS,
+            interceptors=[CallLogInterceptor(), ApiKeyInterceptor(self.manager)],
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        servicer = SessionServicer(self.manager, grpc_target="")
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
+        self.port = server.add_insecure_port(f"{_host_for_bind(s.host)}:{s.port}")
+        servicer.set_grpc_target(s.advertised_grpc_target(self.port))
+        await server.start()
+        self._tasks.append(
+            asyncio.create_task(self.manager.run_expiry(s.expiry_interval_ms, self._stop))
+        )
+        # SERVING only now: the database is migrated and every service is registered.
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "listening",
+            extra={"address": f"{s.host}:{self.port}", "database": _safe_url(s.database_url)},
+        )
+
+    async def _set_health(self, status: int) -> None:
+        await self._health.set("", status)
+        await self._health.set(SERVICE_NAME, status)
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drains: health goes NOT_SERVING, new calls are refused, calls in flight get `grace_s`."""
+        if grace_s is None:
+            grace_s = self.settings.drain_timeout_ms / 1000
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stop.set()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.db is not None:
+            await self.db.close()
+        log.info("stopped")
+
+
+def _host_for_bind(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _safe_url(url: str) -> str:
+    # Never log a database password.
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

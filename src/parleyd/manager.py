@@ -1,0 +1,436 @@
+"""The session manager: every management operation, on top of the domain rules and the store.
+
+Transport-free: the gRPC servicer translates protobuf to these calls, and a later transport (or
+the live hub) calls the same methods. Observers registered with `on_transition` hear of every state
+change, so live rooms can close streams when a session is disconnected, terminated or expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
+
+from parleyd.domain import limits
+from parleyd.domain.errors import InvalidArgument, Unauthenticated
+from parleyd.domain.ids import (
+    new_access_token,
+    new_session_id,
+    seal_token,
+    secret_hash,
+    unseal_token,
+)
+from parleyd.domain.lifecycle import (
+    EndReason,
+    SessionEvent,
+    SessionState,
+    Transition,
+    transition,
+)
+from parleyd.domain.paging import decode_page_token, encode_page_token, filters_fingerprint
+from parleyd.domain.session import (
+    ApiKey,
+    Message,
+    Session,
+    SessionSpec,
+    SessionUsage,
+    expiry_after_change,
+)
+from parleyd.domain.templates import render_situation
+from parleyd.domain.validation import (
+    check_session_id,
+    metadata_violations,
+    raise_if,
+    spec_violations,
+)
+from parleyd.store.repository import Repository, SessionFilter
+
+log = logging.getLogger("parleyd.manager")
+
+T = TypeVar("T")
+Clock = Callable[[], int]
+TransitionObserver = Callable[[Session, Transition], Awaitable[None]]
+
+_UPDATE_ATTEMPTS = 8
+_KEY_CACHE_TTL_MS = 30_000
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSession:
+    session: Session
+    access_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+class SessionManager:
+    def __init__(
+        self,
+        repo: Repository,
+        *,
+        default_resume_window_ms: int = 300_000,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.repo = repo
+        self._default_resume_window_ms = default_resume_window_ms
+        self._clock = clock
+        self._observers: list[TransitionObserver] = []
+        self._key_cache: dict[str, tuple[ApiKey, int]] = {}
+
+    def now_ms(self) -> int:
+        return self._clock()
+
+    def on_transition(self, observer: TransitionObserver) -> None:
+        self._observers.append(observer)
+
+    async def _notify(self, session: Session, step: Transition) -> None:
+        for observer in self._observers:
+            try:
+                await observer(session, step)
+            except Exception:  # an observer's failure must not undo a committed transition
+                log.exception("transition observer failed for %s", session.id)
+
+    # -- authentication -----------------------------------------------------------------------
+
+    async def authenticate(self, api_key: str) -> ApiKey:
+        """The API key record for a plaintext key; Unauthenticated when missing, unknown or revoked.
+
+        Found keys are cached for 30 s, so a revocation takes effect within that time.
+        """
+        if not api_key:
+            raise Unauthenticated("missing API key: send it in the 'x-api-key' metadata")
+        now = self.now_ms()
+        cached = self._key_cache.get(api_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        key = await self.repo.find_api_key(api_key)
+        if key is None:
+            raise Unauthenticated("invalid API key")
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[api_key] = (key, now + _KEY_CACHE_TTL_MS)
+        return key
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def create_session(
+        self, key: ApiKey, spec: SessionSpec, *, request_id: str, api_key_plaintext: str
+    ) -> CreatedSession:
+        if len(request_id) > limits.ID_FIELD_MAX_CHARS:
+            raise InvalidArgument.field(
+                "request_id", f"the limit is {limits.ID_FIELD_MAX_CHARS} characters"
+            )
+        raise_if(
+            spec_violations(
+                spec,
+                (
+                    "agent_id",
+                    "user_id",
+                    "profile",
+                    "avatar_id",
+                    "speaker_id",
+                    "situation",
+                    "dynamic_info",
+                    "scene",
+                    "metadata",
+                    "max_duration",
+                    "resume_window",
+                    "continue_from_session_id",
+                ),
+                key_max_duration_ms=key.max_session_duration_ms,
+            )
+        )
+        rendered = render_situation(spec)
+        _check_rendered(rendered)
+        fingerprint = _fingerprint(spec) if request_id else None
+        session_id = new_session_id()
+        token = new_access_token()
+        sealed = (
+            seal_token(token, api_key_plaintext, request_id, session_id) if request_id else None
+        )
+        outcome = await self.repo.create_session(
+            session_id=session_id,
+            api_key_id=key.id,
+            spec=spec,
+            rendered_situation=rendered,
+            max_duration_ms=spec.max_duration_ms or key.max_session_duration_ms,
+            resume_window_ms=spec.resume_window_ms or self._default_resume_window_ms,
+            token_hash=secret_hash(token),
+            token_sealed=sealed,
+            request_id=request_id or None,
+            request_fingerprint=fingerprint,
+            now_ms=self.now_ms(),
+        )
+        if outcome.created:
+            return CreatedSession(outcome.session, token)
+        # A retry of an earlier CreateSession: same body -> same session and token.
+        if outcome.request_fingerprint != fingerprint or outcome.token_sealed is None:
+            raise InvalidArgument.field(
+                "request_id", "was already used with a different session body"
+            )
+        earlier_token = unseal_token(
+            outcome.token_sealed, api_key_plaintext, request_id, outcome.session.id
+        )
+        return CreatedSession(outcome.session, earlier_token)
+
+    async def get_session(self, key: ApiKey, session_id: str) -> Session:
+        check_session_id(session_id)
+        return await self.repo.get_session(session_id, key.id)
+
+    async def list_sessions(
+        self,
+        key: ApiKey,
+        *,
+        page_size: int,
+        page_token: str,
+        state: SessionState | None,
+        agent_id: str,
+        user_id: str,
+        metadata: Mapping[str, str],
+    ) -> Page[Session]:
+        size = _page_size(page_size, limits.SESSIONS_PAGE_DEFAULT, limits.SESSIONS_PAGE_MAX)
+        raise_if(metadata_violations(dict(metadata), "metadata"))
+        for name, value in (("agent_id", agent_id), ("user_id", user_id)):
+            if len(value) > limits.ID_FIELD_MAX_CHARS:
+                raise InvalidArgument.field(
+                    name, f"the limit is {limits.ID_FIELD_MAX_CHARS} characters"
+                )
+        fp = filters_fingerprint(
+            {
+                "state": state.value if state else "",
+                "agent_id": agent_id,
+                "user_id": user_id,
+                "metadata": dict(metadata),
+            }
+        )
+        cursor = decode_page_token(page_token, "sessions", fp)
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidArgument.field("page_token", "is not a page token this call returned")
+        flt = SessionFilter(state=state, agent_id=agent_id, user_id=user_id, metadata=metadata)
+        rows = await self.repo.list_sessions(key.id, flt, before_id=cursor, limit=size + 1)
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            next_token = encode_page_token("sessions", rows[-1].id, fp)
+        return Page(rows, next_token)
+
+    async def update_session(
+        self, key: ApiKey, session_id: str, changes: SessionSpec, paths: list[str]
+    ) -> Session:
+        """Applies the fields named in `paths` (already checked to be writable) from `changes`."""
+        check_session_id(session_id, "session.id")
+        raise_if(spec_violations(changes, paths, key_max_duration_ms=key.max_session_duration_ms))
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self.repo.get_session(session_id, key.id)
+            transition(current.state, SessionEvent.UPDATE)  # ended -> FAILED_PRECONDITION
+            merged = _merge(current, changes, paths)
+            values = _column_values(changes, paths)
+            if {
+                "situation",
+                "metadata",
+                "render_templates",
+                "scene",
+                "dynamic_info",
+                "profile",
+            } & set(paths):
+                rendered = render_situation(merged)
+                _check_rendered(rendered)
+                values["rendered_situation"] = rendered
+            if "max_duration" in paths or "resume_window" in paths:
+                # A field named in the mask but left unset goes back to its default.
+                max_ms = merged.max_duration_ms or key.max_session_duration_ms
+                window_ms = merged.resume_window_ms or self._default_resume_window_ms
+                values["max_duration_ms"] = max_ms
+                values["resume_window_ms"] = window_ms
+                values["expire_at_ms"] = expiry_after_change(
+                    current, max_duration_ms=max_ms, resume_window_ms=window_ms
+                )
+            updated = await self.repo.update_session(current, values, now_ms=self.now_ms())
+            if updated is not None:
+                return updated
+        raise RuntimeError(f"session {session_id} kept changing during UpdateSession")
+
+    async def disconnect_session(self, key: ApiKey, session_id: str) -> Session:
+        check_session_id(session_id)
+        return await self.apply(session_id, SessionEvent.DISCONNECT, api_key_id=key.id)
+
+    async def terminate_session(self, key: ApiKey, session_id: str) -> Session:
+        check_session_id(session_id)
+        return await self.apply(
+            session_id, SessionEvent.TERMINATE, api_key_id=key.id, end_reason=EndReason.TERMINATED
+        )
+
+    async def apply(
+        self,
+        session_id: str,
+        event: SessionEvent,
+        *,
+        api_key_id: str | None = None,
+        end_reason: EndReason | None = None,
+        active_until_ms: int | None = None,
+    ) -> Session:
+        session, step = await self.repo.apply_event(
+            session_id,
+            event,
+            now_ms=self.now_ms(),
+            api_key_id=api_key_id,
+            end_reason=end_reason,
+            active_until_ms=active_until_ms,
+        )
+        if not step.noop:
+            log.info(
+                "session %s %s -> %s (%s)",
+                session_id,
+                step.source.value,
+                step.target.value,
+                event.value,
+            )
+            await self._notify(session, step)
+        return session
+
+    async def expire_due(self) -> list[Session]:
+        """Expires every session whose resume window or max_duration has run out."""
+        expired: list[Session] = []
+        for s in await self.repo.sessions_due_to_expire(self.now_ms()):
+            reason = (
+                EndReason.MAX_DURATION
+                if s.state == SessionState.ACTIVE
+                else EndReason.RESUME_WINDOW
+            )
+            try:
+                expired.append(await self.apply(s.id, SessionEvent.EXPIRE, end_reason=reason))
+            except Exception as exc:  # raced with a join/terminate: the next sweep decides
+                log.debug("not expiring %s: %s", s.id, exc)
+        return expired
+
+    async def run_expiry(self, interval_ms: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.expire_due()
+            except Exception:
+                log.exception("expiry sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_ms / 1000)
+
+    # -- history and usage --------------------------------------------------------------------
+
+    async def list_messages(
+        self, key: ApiKey, session_id: str, *, page_size: int, page_token: str
+    ) -> Page[Message]:
+        check_session_id(session_id)
+        size = _page_size(page_size, limits.MESSAGES_PAGE_DEFAULT, limits.MESSAGES_PAGE_MAX)
+        fp = filters_fingerprint({"session_id": session_id})
+        cursor = decode_page_token(page_token, "messages", fp)
+        if cursor is not None and not isinstance(cursor, int):
+            raise InvalidArgument.field("page_token", "is not a page token this call returned")
+        rows = await self.repo.list_messages(
+            session_id, key.id, after_index=cursor or 0, limit=size + 1
+        )
+        next_token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            next_token = encode_page_token("messages", rows[-1].index, fp)
+        return Page(rows, next_token)
+
+    async def usage(
+        self, key: ApiKey, *, start_ms: int | None, end_ms: int | None, session_id: str
+    ) -> list[SessionUsage]:
+        if start_ms is None:
+            raise InvalidArgument.field("start_time", "is required")
+        if end_ms is None:
+            raise InvalidArgument.field("end_time", "is required")
+        if end_ms <= start_ms:
+            raise InvalidArgument.field("end_time", "must be after start_time")
+        if session_id:
+            check_session_id(session_id)
+        return await self.repo.usage(
+            key.id,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            now_ms=self.now_ms(),
+            session_id=session_id or None,
+        )
+
+
+def _page_size(requested: int, default: int, maximum: int) -> int:
+    if requested < 0:
+        raise InvalidArgument.field("page_size", "must not be negative")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+def _check_rendered(rendered: str) -> None:
+    words = len(rendered.split())
+    if words > limits.SITUATION_MAX_WORDS:
+        raise InvalidArgument.field(
+            "session.situation",
+            f"renders to {words} words; the limit is {limits.SITUATION_MAX_WORDS} words",
+        )
+
+
+def _fingerprint(spec: SessionSpec) -> str:
+    blob = json.dumps(asdict(spec), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# Fields a situation template may read: changing one re-renders it.
+_TEMPLATE_INPUTS = frozenset(
+    {"situation", "metadata", "render_templates", "scene", "dynamic_info", "profile"}
+)
+_PATH_TO_ATTR = {"max_duration": "max_duration_ms", "resume_window": "resume_window_ms"}
+
+
+def _merge(current: Session, changes: SessionSpec, paths: list[str]) -> SessionSpec:
+    spec = SessionSpec(
+        agent_id=current.agent_id,
+        user_id=current.user_id,
+        profile=current.profile,
+        avatar_id=current.avatar_id,
+        connection_type=current.connection_type,
+        speaker_id=current.speaker_id,
+        situation=current.situation,
+        dynamic_info=current.dynamic_info,
+        scene=list(current.scene),
+        metadata=dict(current.metadata),
+        max_duration_ms=current.max_duration_ms,
+        resume_window_ms=current.resume_window_ms,
+        continue_from_session_id=current.continue_from_session_id,
+        render_templates=current.render_templates,
+    )
+    for path in paths:
+        attr = _PATH_TO_ATTR.get(path, path)
+        setattr(spec, attr, getattr(changes, attr))
+    return spec
+
+
+def _column_values(changes: SessionSpec, paths: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for path in paths:
+        if path == "scene":
+            values["scene"] = [
+                {"name": s.name, "description": s.description} for s in changes.scene
+            ]
+        elif path == "metadata":
+            values["metadata"] = dict(changes.metadata)
+        elif path == "connection_type":
+            values["connection_type"] = changes.connection_type.value
+        elif path in _PATH_TO_ATTR:
+            continue  # written with the recomputed expiry by the caller
+        else:
+            values[path] = getattr(changes, path)
+    return values
