@@ -31,9 +31,12 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 
+# Exact versions from package-lock.json (npm ci); re-run when the lock changes.
 node-deps: system-deps
-	@test -d $(NODE_DIR)/node_modules/@grpc/grpc-js || \
-	  (cd $(NODE_DIR) && npm install --no-audit --no-fund --silent)
+	@if [ ! -d $(NODE_DIR)/node_modules/@grpc/grpc-js ] || [ ! -d $(NODE_DIR)/node_modules/@grpc/proto-loader ] || \
+	    [ $(NODE_DIR)/package-lock.json -nt $(NODE_DIR)/node_modules/.package-lock.json ]; then \
+	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent; \
+	fi
 
 test: setup node-deps proto-check lint
 	$(PY) -m pytest -q; rc=$$?; \

@@ -56,6 +56,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("expiry_interval", "1s", "How often sessions past their expiry are expired."),
     Setting("sqlite_synchronous", "NORMAL", "SQLite PRAGMA synchronous: NORMAL or FULL."),
     Setting("drain_timeout", "10s", "Grace period for in-flight calls on SIGTERM/SIGINT."),
+    Setting(
+        "pause_grace",
+        "500ms",
+        "How long after the last USER leaves (or its stream drops) the session is PAUSED.",
+    ),
+    Setting(
+        "agent_wait_timeout",
+        "30s",
+        "How long a USER of an AGENT_MODE_EXTERNAL session waits for the AGENT to attach.",
+    ),
+    Setting(
+        "expiring_lead",
+        "30s",
+        "How long before max_duration runs out the session_expiring event is sent.",
+    ),
+    Setting("heartbeat_interval", "2s", "How often usage of live sessions is persisted."),
+    Setting(
+        "outbox_capacity",
+        "256",
+        "Frames queued toward one participant before its oldest media is dropped.",
+        int,
+    ),
     Setting("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Setting("log_format", "text", "text (key=value) or json (one JSON object per line)."),
 )
@@ -72,6 +94,11 @@ class Settings:
     expiry_interval_ms: int = 1_000
     sqlite_synchronous: str = "NORMAL"
     drain_timeout_ms: int = 10_000
+    pause_grace_ms: int = 500
+    agent_wait_timeout_ms: int = 30_000
+    expiring_lead_ms: int = 30_000
+    heartbeat_interval_ms: int = 2_000
+    outbox_capacity: int = 256
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -113,6 +140,8 @@ def load_settings(
     if out["sqlite_synchronous"].upper() not in ("NORMAL", "FULL"):
         raise SystemExit(f"--sqlite-synchronous: {out['sqlite_synchronous']!r} is not NORMAL/FULL")
     out["sqlite_synchronous"] = out["sqlite_synchronous"].upper()
+    if out["outbox_capacity"] < 16:
+        raise SystemExit("--outbox-capacity must be at least 16")
     return Settings(**out)
 
 

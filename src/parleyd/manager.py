@@ -37,6 +37,7 @@ from parleyd.domain.paging import decode_page_token, encode_page_token, filters_
 from parleyd.domain.session import (
     ApiKey,
     Message,
+    SceneItem,
     Session,
     SessionSpec,
     SessionUsage,
@@ -264,6 +265,28 @@ class SessionManager:
                 return updated
         raise RuntimeError(f"session {session_id} kept changing during UpdateSession")
 
+    async def update_context(
+        self,
+        session_id: str,
+        *,
+        dynamic_info: str | None,
+        scene: tuple[SceneItem, ...] | None,
+    ) -> Session:
+        """A live context change from Interact: the same rules as UpdateSession, no key needed."""
+        changes = SessionSpec()
+        paths: list[str] = []
+        if dynamic_info is not None:
+            changes.dynamic_info = dynamic_info
+            paths.append("dynamic_info")
+        if scene is not None:
+            changes.scene = list(scene)
+            paths.append("scene")
+        current = await self.repo.get_session(session_id)
+        if not paths:
+            return current
+        key = ApiKey(current.api_key_id, "", current.max_duration_ms, 0)
+        return await self.update_session(key, session_id, changes, paths)
+
     async def disconnect_session(self, key: ApiKey, session_id: str) -> Session:
         check_session_id(session_id)
         return await self.apply(session_id, SessionEvent.DISCONNECT, api_key_id=key.id)
@@ -311,8 +334,14 @@ class SessionManager:
                 if s.state == SessionState.ACTIVE
                 else EndReason.RESUME_WINDOW
             )
+            # max_duration ran out at expire_at_ms, not when this sweep noticed: bill up to there.
+            until = s.expire_at_ms if reason == EndReason.MAX_DURATION else None
             try:
-                expired.append(await self.apply(s.id, SessionEvent.EXPIRE, end_reason=reason))
+                expired.append(
+                    await self.apply(
+                        s.id, SessionEvent.EXPIRE, end_reason=reason, active_until_ms=until
+                    )
+                )
             except Exception as exc:  # raced with a join/terminate: the next sweep decides
                 log.debug("not expiring %s: %s", s.id, exc)
         return expired

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/session.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x07\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x11\n\tavatar_id\x18\x05 \x01(\t\x12\x32\n\x0f\x63onnection_type\x18\x06 \x01(\x0e\x32\x19.parley.v1.ConnectionType\x12\x12\n\nspeaker_id\x18\x07 \x01(\t\x12\x11\n\tsituation\x18\x08 \x01(\t\x12\x14\n\x0c\x64ynamic_info\x18\t \x01(\t\x12#\n\x05scene\x18\n \x03(\x0b\x32\x14.parley.v1.SceneItem\x12\x32\n\x08metadata\x18\x0b \x03(\x0b\x32 .parley.v1.Session.MetadataEntry\x12/\n\x0cmax_duration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rresume_window\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x18\x63ontinue_from_session_id\x18\x0e \x01(\t\x12\x18\n\x10render_templates\x18\x0f \x01(\x08\x12&\n\x05state\x18\x10 \x01(\x0e\x32\x17.parley.v1.SessionState\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x16 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07summary\x18\x17 \x01(\t\x12\x1a\n\x12rendered_situation\x18\x18 \x01(\t\x12(\n\nend_reason\x18\x19 \x01(\x0e\x32\x14.parley.v1.EndReason\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\tSceneItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t*\x81\x01\n\x0e\x43onnectionType\x12\x1f\n\x1b\x43ONNECTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONNECTION_TYPE_AUDIO\x10\x01\x12\x19\n\x15\x43ONNECTION_TYPE_VIDEO\x10\x02\x12\x18\n\x14\x43ONNECTION_TYPE_TEXT\x10\x03*\xb5\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_CREATED\x10\x01\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATE_PAUSED\x10\x03\x12\x1c\n\x18SESSION_STATE_TERMINATED\x10\x04\x12\x19\n\x15SESSION_STATE_EXPIRED\x10\x05*}\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45ND_REASON_TERMINATED\x10\x01\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x02\x12\x1c\n\x18\x45ND_REASON_RESUME_WINDOW\x10\x03\x42S\n\rdev.parley.v1P\x01Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\xaa\x02\tParley.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17parley/v1/session.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x07\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x11\n\tavatar_id\x18\x05 \x01(\t\x12\x32\n\x0f\x63onnection_type\x18\x06 \x01(\x0e\x32\x19.parley.v1.ConnectionType\x12\x12\n\nspeaker_id\x18\x07 \x01(\t\x12\x11\n\tsituation\x18\x08 \x01(\t\x12\x14\n\x0c\x64ynamic_info\x18\t \x01(\t\x12#\n\x05scene\x18\n \x03(\x0b\x32\x14.parley.v1.SceneItem\x12\x32\n\x08metadata\x18\x0b \x03(\x0b\x32 .parley.v1.Session.MetadataEntry\x12/\n\x0cmax_duration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rresume_window\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x18\x63ontinue_from_session_id\x18\x0e \x01(\t\x12\x18\n\x10render_templates\x18\x0f \x01(\x08\x12&\n\x05state\x18\x10 \x01(\x0e\x32\x17.parley.v1.SessionState\x12/\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x16 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07summary\x18\x17 \x01(\t\x12\x1a\n\x12rendered_situation\x18\x18 \x01(\t\x12(\n\nend_reason\x18\x19 \x01(\x0e\x32\x14.parley.v1.EndReason\x12(\n\nagent_mode\x18\x1a \x01(\x0e\x32\x14.parley.v1.AgentMode\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\tSceneItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t*X\n\tAgentMode\x12\x1a\n\x16\x41GENT_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_MODE_BUILTIN\x10\x01\x12\x17\n\x13\x41GENT_MODE_EXTERNAL\x10\x02*\x81\x01\n\x0e\x43onnectionType\x12\x1f\n\x1b\x43ONNECTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONNECTION_TYPE_AUDIO\x10\x01\x12\x19\n\x15\x43ONNECTION_TYPE_VIDEO\x10\x02\x12\x18\n\x14\x43ONNECTION_TYPE_TEXT\x10\x03*\xb5\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATE_CREATED\x10\x01\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATE_PAUSED\x10\x03\x12\x1c\n\x18SESSION_STATE_TERMINATED\x10\x04\x12\x19\n\x15SESSION_STATE_EXPIRED\x10\x05*}\n\tEndReason\x12\x1a\n\x16\x45ND_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45ND_REASON_TERMINATED\x10\x01\x12\x1b\n\x17\x45ND_REASON_MAX_DURATION\x10\x02\x12\x1c\n\x18\x45ND_REASON_RESUME_WINDOW\x10\x03\x42S\n\rdev.parley.v1P\x01Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\xaa\x02\tParley.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.parley.v1P\001Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\252\002\tParley.V1'
   _globals['_SESSION_METADATAENTRY']._loaded_options = None
   _globals['_SESSION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CONNECTIONTYPE']._serialized_start=1070
-  _globals['_CONNECTIONTYPE']._serialized_end=1199
-  _globals['_SESSIONSTATE']._serialized_start=1202
-  _globals['_SESSIONSTATE']._serialized_end=1383
-  _globals['_ENDREASON']._serialized_start=1385
-  _globals['_ENDREASON']._serialized_end=1510
+  _globals['_AGENTMODE']._serialized_start=1111
+  _globals['_AGENTMODE']._serialized_end=1199
+  _globals['_CONNECTIONTYPE']._serialized_start=1202
+  _globals['_CONNECTIONTYPE']._serialized_end=1331
+  _globals['_SESSIONSTATE']._serialized_start=1334
+  _globals['_SESSIONSTATE']._serialized_end=1515
+  _globals['_ENDREASON']._serialized_start=1517
+  _globals['_ENDREASON']._serialized_end=1642
   _globals['_SESSION']._serialized_start=104
-  _globals['_SESSION']._serialized_end=1019
-  _globals['_SESSION_METADATAENTRY']._serialized_start=972
-  _globals['_SESSION_METADATAENTRY']._serialized_end=1019
-  _globals['_SCENEITEM']._serialized_start=1021
-  _globals['_SCENEITEM']._serialized_end=1067
+  _globals['_SESSION']._serialized_end=1061
+  _globals['_SESSION_METADATAENTRY']._serialized_start=1014
+  _globals['_SESSION_METADATAENTRY']._serialized_end=1061
+  _globals['_SCENEITEM']._serialized_start=1063
+  _globals['_SCENEITEM']._serialized_end=1109
 # @@protoc_insertion_point(module_scope)

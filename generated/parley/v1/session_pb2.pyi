@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AgentMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_MODE_UNSPECIFIED: _ClassVar[AgentMode]
+    AGENT_MODE_BUILTIN: _ClassVar[AgentMode]
+    AGENT_MODE_EXTERNAL: _ClassVar[AgentMode]
+
 class ConnectionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONNECTION_TYPE_UNSPECIFIED: _ClassVar[ConnectionType]
@@ -33,6 +39,9 @@ class EndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     END_REASON_TERMINATED: _ClassVar[EndReason]
     END_REASON_MAX_DURATION: _ClassVar[EndReason]
     END_REASON_RESUME_WINDOW: _ClassVar[EndReason]
+AGENT_MODE_UNSPECIFIED: AgentMode
+AGENT_MODE_BUILTIN: AgentMode
+AGENT_MODE_EXTERNAL: AgentMode
 CONNECTION_TYPE_UNSPECIFIED: ConnectionType
 CONNECTION_TYPE_AUDIO: ConnectionType
 CONNECTION_TYPE_VIDEO: ConnectionType
@@ -49,7 +58,7 @@ END_REASON_MAX_DURATION: EndReason
 END_REASON_RESUME_WINDOW: EndReason
 
 class Session(_message.Message):
-    __slots__ = ("id", "agent_id", "user_id", "profile", "avatar_id", "connection_type", "speaker_id", "situation", "dynamic_info", "scene", "metadata", "max_duration", "resume_window", "continue_from_session_id", "render_templates", "state", "create_time", "update_time", "start_time", "end_time", "expire_time", "duration", "summary", "rendered_situation", "end_reason")
+    __slots__ = ("id", "agent_id", "user_id", "profile", "avatar_id", "connection_type", "speaker_id", "situation", "dynamic_info", "scene", "metadata", "max_duration", "resume_window", "continue_from_session_id", "render_templates", "state", "create_time", "update_time", "start_time", "end_time", "expire_time", "duration", "summary", "rendered_situation", "end_reason", "agent_mode")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +91,7 @@ class Session(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     RENDERED_SITUATION_FIELD_NUMBER: _ClassVar[int]
     END_REASON_FIELD_NUMBER: _ClassVar[int]
+    AGENT_MODE_FIELD_NUMBER: _ClassVar[int]
     id: str
     agent_id: str
     user_id: str
@@ -107,7 +117,8 @@ class Session(_message.Message):
     summary: str
     rendered_situation: str
     end_reason: EndReason
-    def __init__(self, id: _Optional[str] = ..., agent_id: _Optional[str] = ..., user_id: _Optional[str] = ..., profile: _Optional[str] = ..., avatar_id: _Optional[str] = ..., connection_type: _Optional[_Union[ConnectionType, str]] = ..., speaker_id: _Optional[str] = ..., situation: _Optional[str] = ..., dynamic_info: _Optional[str] = ..., scene: _Optional[_Iterable[_Union[SceneItem, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resume_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., continue_from_session_id: _Optional[str] = ..., render_templates: _Optional[bool] = ..., state: _Optional[_Union[SessionState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., summary: _Optional[str] = ..., rendered_situation: _Optional[str] = ..., end_reason: _Optional[_Union[EndReason, str]] = ...) -> None: ...
+    agent_mode: AgentMode
+    def __init__(self, id: _Optional[str] = ..., agent_id: _Optional[str] = ..., user_id: _Optional[str] = ..., profile: _Optional[str] = ..., avatar_id: _Optional[str] = ..., connection_type: _Optional[_Union[ConnectionType, str]] = ..., speaker_id: _Optional[str] = ..., situation: _Optional[str] = ..., dynamic_info: _Optional[str] = ..., scene: _Optional[_Iterable[_Union[SceneItem, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., resume_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., continue_from_session_id: _Optional[str] = ..., render_templates: _Optional[bool] = ..., state: _Optional[_Union[SessionState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., summary: _Optional[str] = ..., rendered_situation: _Optional[str] = ..., end_reason: _Optional[_Union[EndReason, str]] = ..., agent_mode: _Optional[_Union[AgentMode, str]] = ...) -> None: ...
 
 class SceneItem(_message.Message):
     __slots__ = ("name", "description")

@@ -25,11 +25,12 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from parley.v1 import interact_pb2 as parley_dot_v1_dot_interact__pb2
 from parley.v1 import message_pb2 as parley_dot_v1_dot_message__pb2
 from parley.v1 import session_pb2 as parley_dot_v1_dot_session__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17parley/v1/message.proto\x1a\x17parley/v1/session.proto\"O\n\x14\x43reateSessionRequest\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\'\n\x07\x63onnect\x18\x03 \x01(\x0b\x32\x16.parley.v1.ConnectInfo\"@\n\x0b\x43onnectInfo\x12\x13\n\x0bgrpc_target\x18\x01 \x01(\t\x12\x1c\n\x14webrtc_signaling_url\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"\xf8\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12>\n\x08metadata\x18\x03 \x03(\x0b\x32,.parley.v1.ListSessionsRequest.MetadataEntry\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.parley.v1.SessionState\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.parley.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x14UpdateSessionRequest\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\".\n\x18\x44isconnectSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x19\x44isconnectSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"-\n\x17TerminateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"?\n\x18TerminateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\"p\n\x10GetUsageResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.parley.v1.SessionUsage\x12\x31\n\x0etotal_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"a\n\x0cSessionUsage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2\xa7\x05\n\x0eSessionService\x12R\n\rCreateSession\x12\x1f.parley.v1.CreateSessionRequest\x1a .parley.v1.CreateSessionResponse\x12I\n\nGetSession\x12\x1c.parley.v1.GetSessionRequest\x1a\x1d.parley.v1.GetSessionResponse\x12O\n\x0cListSessions\x12\x1e.parley.v1.ListSessionsRequest\x1a\x1f.parley.v1.ListSessionsResponse\x12R\n\rUpdateSession\x12\x1f.parley.v1.UpdateSessionRequest\x1a .parley.v1.UpdateSessionResponse\x12^\n\x11\x44isconnectSession\x12#.parley.v1.DisconnectSessionRequest\x1a$.parley.v1.DisconnectSessionResponse\x12[\n\x10TerminateSession\x12\".parley.v1.TerminateSessionRequest\x1a#.parley.v1.TerminateSessionResponse\x12O\n\x0cListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\x12\x43\n\x08GetUsage\x12\x1a.parley.v1.GetUsageRequest\x1a\x1b.parley.v1.GetUsageResponseBS\n\rdev.parley.v1P\x01Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\xaa\x02\tParley.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fparley/v1/session_service.proto\x12\tparley.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18parley/v1/interact.proto\x1a\x17parley/v1/message.proto\x1a\x17parley/v1/session.proto\"O\n\x14\x43reateSessionRequest\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"{\n\x15\x43reateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\t\x12\'\n\x07\x63onnect\x18\x03 \x01(\x0b\x32\x16.parley.v1.ConnectInfo\"@\n\x0b\x43onnectInfo\x12\x13\n\x0bgrpc_target\x18\x01 \x01(\t\x12\x1c\n\x14webrtc_signaling_url\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x12GetSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"\xf8\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12>\n\x08metadata\x18\x03 \x03(\x0b\x32,.parley.v1.ListSessionsRequest.MetadataEntry\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.parley.v1.SessionState\x12\x10\n\x08\x61gent_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x14ListSessionsResponse\x12$\n\x08sessions\x18\x01 \x03(\x0b\x32\x12.parley.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x14UpdateSessionRequest\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"<\n\x15UpdateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\".\n\x18\x44isconnectSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x19\x44isconnectSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"-\n\x17TerminateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"?\n\x18TerminateSessionResponse\x12#\n\x07session\x18\x01 \x01(\x0b\x32\x12.parley.v1.Session\"P\n\x13ListMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x14ListMessagesResponse\x12$\n\x08messages\x18\x01 \x03(\x0b\x32\x12.parley.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x0fGetUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\"p\n\x10GetUsageResponse\x12)\n\x08sessions\x18\x01 \x03(\x0b\x32\x17.parley.v1.SessionUsage\x12\x31\n\x0etotal_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"a\n\x0cSessionUsage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration2\xf0\x05\n\x0eSessionService\x12R\n\rCreateSession\x12\x1f.parley.v1.CreateSessionRequest\x1a .parley.v1.CreateSessionResponse\x12I\n\nGetSession\x12\x1c.parley.v1.GetSessionRequest\x1a\x1d.parley.v1.GetSessionResponse\x12O\n\x0cListSessions\x12\x1e.parley.v1.ListSessionsRequest\x1a\x1f.parley.v1.ListSessionsResponse\x12R\n\rUpdateSession\x12\x1f.parley.v1.UpdateSessionRequest\x1a .parley.v1.UpdateSessionResponse\x12^\n\x11\x44isconnectSession\x12#.parley.v1.DisconnectSessionRequest\x1a$.parley.v1.DisconnectSessionResponse\x12[\n\x10TerminateSession\x12\".parley.v1.TerminateSessionRequest\x1a#.parley.v1.TerminateSessionResponse\x12O\n\x0cListMessages\x12\x1e.parley.v1.ListMessagesRequest\x1a\x1f.parley.v1.ListMessagesResponse\x12\x43\n\x08GetUsage\x12\x1a.parley.v1.GetUsageRequest\x1a\x1b.parley.v1.GetUsageResponse\x12G\n\x08Interact\x12\x1a.parley.v1.InteractRequest\x1a\x1b.parley.v1.InteractResponse(\x01\x30\x01\x42S\n\rdev.parley.v1P\x01Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\xaa\x02\tParley.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,44 +40,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.parley.v1P\001Z4github.com/parleyd/parleyd/gen/go/parley/v1;parleyv1\252\002\tParley.V1'
   _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CREATESESSIONREQUEST']._serialized_start=195
-  _globals['_CREATESESSIONREQUEST']._serialized_end=274
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=276
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=399
-  _globals['_CONNECTINFO']._serialized_start=401
-  _globals['_CONNECTINFO']._serialized_end=465
-  _globals['_GETSESSIONREQUEST']._serialized_start=467
-  _globals['_GETSESSIONREQUEST']._serialized_end=506
-  _globals['_GETSESSIONRESPONSE']._serialized_start=508
-  _globals['_GETSESSIONRESPONSE']._serialized_end=565
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=568
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=816
-  _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._serialized_start=769
-  _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._serialized_end=816
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=818
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=903
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=905
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1013
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1015
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1075
-  _globals['_DISCONNECTSESSIONREQUEST']._serialized_start=1077
-  _globals['_DISCONNECTSESSIONREQUEST']._serialized_end=1123
-  _globals['_DISCONNECTSESSIONRESPONSE']._serialized_start=1125
-  _globals['_DISCONNECTSESSIONRESPONSE']._serialized_end=1189
-  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1191
-  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1236
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1238
-  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1301
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=1303
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=1383
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1385
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1470
-  _globals['_GETUSAGEREQUEST']._serialized_start=1473
-  _globals['_GETUSAGEREQUEST']._serialized_end=1604
-  _globals['_GETUSAGERESPONSE']._serialized_start=1606
-  _globals['_GETUSAGERESPONSE']._serialized_end=1718
-  _globals['_SESSIONUSAGE']._serialized_start=1720
-  _globals['_SESSIONUSAGE']._serialized_end=1817
-  _globals['_SESSIONSERVICE']._serialized_start=1820
-  _globals['_SESSIONSERVICE']._serialized_end=2499
+  _globals['_CREATESESSIONREQUEST']._serialized_start=221
+  _globals['_CREATESESSIONREQUEST']._serialized_end=300
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=302
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=425
+  _globals['_CONNECTINFO']._serialized_start=427
+  _globals['_CONNECTINFO']._serialized_end=491
+  _globals['_GETSESSIONREQUEST']._serialized_start=493
+  _globals['_GETSESSIONREQUEST']._serialized_end=532
+  _globals['_GETSESSIONRESPONSE']._serialized_start=534
+  _globals['_GETSESSIONRESPONSE']._serialized_end=591
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=594
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=842
+  _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._serialized_start=795
+  _globals['_LISTSESSIONSREQUEST_METADATAENTRY']._serialized_end=842
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=844
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=929
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=931
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1039
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1041
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1101
+  _globals['_DISCONNECTSESSIONREQUEST']._serialized_start=1103
+  _globals['_DISCONNECTSESSIONREQUEST']._serialized_end=1149
+  _globals['_DISCONNECTSESSIONRESPONSE']._serialized_start=1151
+  _globals['_DISCONNECTSESSIONRESPONSE']._serialized_end=1215
+  _globals['_TERMINATESESSIONREQUEST']._serialized_start=1217
+  _globals['_TERMINATESESSIONREQUEST']._serialized_end=1262
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_start=1264
+  _globals['_TERMINATESESSIONRESPONSE']._serialized_end=1327
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=1329
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=1409
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=1411
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=1496
+  _globals['_GETUSAGEREQUEST']._serialized_start=1499
+  _globals['_GETUSAGEREQUEST']._serialized_end=1630
+  _globals['_GETUSAGERESPONSE']._serialized_start=1632
+  _globals['_GETUSAGERESPONSE']._serialized_end=1744
+  _globals['_SESSIONUSAGE']._serialized_start=1746
+  _globals['_SESSIONUSAGE']._serialized_end=1843
+  _globals['_SESSIONSERVICE']._serialized_start=1846
+  _globals['_SESSIONSERVICE']._serialized_end=2598
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from parley.v1 import interact_pb2 as _interact_pb2
 from parley.v1 import message_pb2 as _message_pb2
 from parley.v1 import session_pb2 as _session_pb2
 from google.protobuf.internal import containers as _containers

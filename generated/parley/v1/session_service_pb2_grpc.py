@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from parley.v1 import interact_pb2 as parley_dot_v1_dot_interact__pb2
 from parley.v1 import session_service_pb2 as parley_dot_v1_dot_session__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -83,6 +84,11 @@ class SessionServiceStub:
                 request_serializer=parley_dot_v1_dot_session__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_session__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.Interact = channel.stream_stream(
+                '/parley.v1.SessionService/Interact',
+                request_serializer=parley_dot_v1_dot_interact__pb2.InteractRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_interact__pb2.InteractResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -121,8 +127,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateSession(self, request, context):
-        """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id
-        and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
+        """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id,
+        agent_mode and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +162,21 @@ class SessionServiceServicer:
     def GetUsage(self, request, context):
         """Reports interaction (ACTIVE) time per session and in total for the calling key, counted
         within [start_time, end_time). This is what a bill is made from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Interact(self, request_iterator, context):
+        """Carries a live conversation. Authenticated by the session's access token in the first
+        message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
+        AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
+        16-bit little-endian PCM mono in both directions.
+
+        Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
+        INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
+        seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
+        StreamError and the stream goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +224,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=parley_dot_v1_dot_session__service__pb2.GetUsageRequest.FromString,
                     response_serializer=parley_dot_v1_dot_session__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'Interact': grpc.stream_stream_rpc_method_handler(
+                    servicer.Interact,
+                    request_deserializer=parley_dot_v1_dot_interact__pb2.InteractRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_interact__pb2.InteractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +456,33 @@ class SessionService:
             '/parley.v1.SessionService/GetUsage',
             parley_dot_v1_dot_session__service__pb2.GetUsageRequest.SerializeToString,
             parley_dot_v1_dot_session__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/parley.v1.SessionService/Interact',
+            parley_dot_v1_dot_interact__pb2.InteractRequest.SerializeToString,
+            parley_dot_v1_dot_interact__pb2.InteractResponse.FromString,
             options,
             channel_credentials,
             insecure,

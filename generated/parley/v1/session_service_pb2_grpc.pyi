@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from parley.v1 import interact_pb2 as _interact_pb2
 from parley.v1 import session_service_pb2 as _session_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -52,8 +53,8 @@ class SessionServiceStub:
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]
     """Lists the calling key's sessions, newest first, with optional filters."""
     UpdateSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]
-    """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id
-    and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
+    """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id,
+    agent_mode and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
     """
     DisconnectSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.DisconnectSessionRequest, _session_service_pb2.DisconnectSessionResponse]
     """Pauses an ACTIVE session: connected users are disconnected and interaction time stops being
@@ -71,6 +72,17 @@ class SessionServiceStub:
     GetUsage: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetUsageRequest, _session_service_pb2.GetUsageResponse]
     """Reports interaction (ACTIVE) time per session and in total for the calling key, counted
     within [start_time, end_time). This is what a bill is made from.
+    """
+    Interact: _grpc.StreamStreamMultiCallable[_interact_pb2.InteractRequest, _interact_pb2.InteractResponse]
+    """Carries a live conversation. Authenticated by the session's access token in the first
+    message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
+    AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
+    16-bit little-endian PCM mono in both directions.
+
+    Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
+    INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
+    seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
+    StreamError and the stream goes on.
     """
 
 @_typing.type_check_only
@@ -97,8 +109,8 @@ class SessionServiceAsyncStub(SessionServiceStub):
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionsRequest, _session_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists the calling key's sessions, newest first, with optional filters."""
     UpdateSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.UpdateSessionRequest, _session_service_pb2.UpdateSessionResponse]  # type: ignore[assignment]
-    """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id
-    and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
+    """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id,
+    agent_mode and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
     """
     DisconnectSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.DisconnectSessionRequest, _session_service_pb2.DisconnectSessionResponse]  # type: ignore[assignment]
     """Pauses an ACTIVE session: connected users are disconnected and interaction time stops being
@@ -116,6 +128,17 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetUsage: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetUsageRequest, _session_service_pb2.GetUsageResponse]  # type: ignore[assignment]
     """Reports interaction (ACTIVE) time per session and in total for the calling key, counted
     within [start_time, end_time). This is what a bill is made from.
+    """
+    Interact: _aio.StreamStreamMultiCallable[_interact_pb2.InteractRequest, _interact_pb2.InteractResponse]  # type: ignore[assignment]
+    """Carries a live conversation. Authenticated by the session's access token in the first
+    message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
+    AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
+    16-bit little-endian PCM mono in both directions.
+
+    Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
+    INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
+    seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
+    StreamError and the stream goes on.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -163,8 +186,8 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_service_pb2.UpdateSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.UpdateSessionResponse, _abc.Awaitable[_session_service_pb2.UpdateSessionResponse]]:
-        """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id
-        and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
+        """Changes writable fields named in update_mask. agent_id, user_id, continue_from_session_id,
+        agent_mode and output-only fields cannot be changed. An ended session answers FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
@@ -206,6 +229,23 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_service_pb2.GetUsageResponse, _abc.Awaitable[_session_service_pb2.GetUsageResponse]]:
         """Reports interaction (ACTIVE) time per session and in total for the calling key, counted
         within [start_time, end_time). This is what a bill is made from.
+        """
+
+    @_abc_1.abstractmethod
+    def Interact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_interact_pb2.InteractRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_interact_pb2.InteractResponse], _abc.AsyncIterator[_interact_pb2.InteractResponse]]:
+        """Carries a live conversation. Authenticated by the session's access token in the first
+        message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
+        AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
+        16-bit little-endian PCM mono in both directions.
+
+        Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
+        INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
+        seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
+        StreamError and the stream goes on.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,7 +22,8 @@ def new_session_id() -> str:
 
 
 def is_session_id(value: str) -> bool:
-    return bool(_SESSION_ID_RE.match(value))
+    # fullmatch: with match(), `$` also matches before a trailing newline ("sess_…\n").
+    return bool(_SESSION_ID_RE.fullmatch(value))
 
 
 def new_access_token() -> str:

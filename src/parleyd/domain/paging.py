@@ -13,6 +13,11 @@ from typing import Any
 
 from parleyd.domain.errors import InvalidArgument
 
+# Tokens are not signed, so a caller can forge any cursor: keep cursors to values the store can
+# bind on every database (PostgreSQL refuses NUL in text and integers beyond int32 for an INTEGER).
+_CURSOR_INT_MAX = 2**31 - 1
+_CURSOR_STR_MAX_CHARS = 256
+
 
 def filters_fingerprint(filters: dict[str, Any]) -> str:
     blob = json.dumps(filters, sort_keys=True, separators=(",", ":"))
@@ -38,7 +43,12 @@ def decode_page_token(
         cursor = data["c"]
         if not isinstance(cursor, str | int) or isinstance(cursor, bool):
             raise ValueError
-    except (ValueError, KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        if isinstance(cursor, int) and not 0 <= cursor <= _CURSOR_INT_MAX:
+            raise ValueError
+        if isinstance(cursor, str) and (len(cursor) > _CURSOR_STR_MAX_CHARS or "\x00" in cursor):
+            raise ValueError
+    # RecursionError: json.loads of a deeply nested array such as "[[[[…".
+    except (ValueError, KeyError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument.field(field, "is not a page token this call returned") from None
     if data.get("f") != fingerprint:
         raise InvalidArgument.field(

@@ -8,6 +8,11 @@ from enum import StrEnum
 from parleyd.domain.lifecycle import EndReason, SessionState
 
 
+class AgentMode(StrEnum):
+    BUILTIN = "builtin"  # the built-in engine is the AI
+    EXTERNAL = "external"  # an AGENT participant attached on Interact is the AI
+
+
 class ConnectionType(StrEnum):
     AUDIO = "audio"
     VIDEO = "video"
@@ -38,6 +43,7 @@ class SessionSpec:
     resume_window_ms: int | None = None
     continue_from_session_id: str = ""
     render_templates: bool = False
+    agent_mode: AgentMode = AgentMode.BUILTIN
 
 
 # Fields UpdateSession may change (proto field names), in the order the proto declares them.
@@ -54,7 +60,12 @@ WRITABLE_FIELDS: tuple[str, ...] = (
     "resume_window",
     "render_templates",
 )
-IMMUTABLE_FIELDS: tuple[str, ...] = ("agent_id", "user_id", "continue_from_session_id")
+IMMUTABLE_FIELDS: tuple[str, ...] = (
+    "agent_id",
+    "user_id",
+    "continue_from_session_id",
+    "agent_mode",
+)
 OUTPUT_ONLY_FIELDS: tuple[str, ...] = (
     "id",
     "state",
@@ -105,6 +116,7 @@ class Session:
     active_since_ms: int | None
     summary: str
     end_reason: EndReason | None
+    agent_mode: AgentMode = AgentMode.BUILTIN
 
     def duration_at(self, now_ms: int) -> int:
         """ACTIVE time used as of `now_ms`, counting the interval still open."""

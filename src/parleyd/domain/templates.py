@@ -7,14 +7,53 @@ placeholder with no value into an error that names it, instead of silently rende
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
+from parleyd.domain import limits
 from parleyd.domain.errors import InvalidArgument
 from parleyd.domain.session import SessionSpec
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+# Largest integer `*` or `**` may make (Python will not even print an int beyond ~14,000 bits).
+_MAX_INT_BITS = 16_384
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, with `*` and `**` refused when the result would be huge.
+
+    Without this, "{{ 'a' * 10**9 }}" or "{{ 2 ** (10 ** 12) }}" makes the server build gigabytes
+    or compute for hours. Intercepted operators are also never constant-folded at compile time.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _is_int(left) and _is_int(right) and right > 0:
+            if abs(left) > 1 and abs(left).bit_length() * right > _MAX_INT_BITS:
+                raise ValueError("the result of ** is too large")
+        elif operator == "*":
+            if _is_int(left) and _is_int(right):
+                if abs(left).bit_length() + abs(right).bit_length() > _MAX_INT_BITS:
+                    raise ValueError("the result of * is too large")
+            else:
+                seq, times = (left, right) if _is_int(right) else (right, left)
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and _is_int(times)
+                    and len(seq) * times > limits.SITUATION_MAX_CHARS
+                ):
+                    raise ValueError("the result of * is too long")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int)
+
+
+_ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _UNDEFINED_NAME = re.compile(r"'([^']+)' (?:is undefined|has no attribute '([^']+)')")
 
 
@@ -38,6 +77,12 @@ def render_situation(spec: SessionSpec, field: str = "session.situation") -> str
         ) from None
     except TemplateError as exc:
         raise InvalidArgument.field(field, f"template error: {exc.message or exc}") from None
+    except (ArithmeticError, ValueError, TypeError, LookupError, RecursionError) as exc:
+        # The caller's template failed while running ({{ 1/0 }}, {{ range(10**9) }}, ...): that is
+        # the caller's doing, so INVALID_ARGUMENT rather than an internal error.
+        raise InvalidArgument.field(
+            field, f"template error: {type(exc).__name__}: {exc}"[:300]
+        ) from None
 
 
 def _describe(exc: UndefinedError) -> str:

@@ -9,6 +9,9 @@ from parleyd.domain.errors import FieldViolation, InvalidArgument
 from parleyd.domain.ids import is_session_id
 from parleyd.domain.session import SessionSpec
 
+_NUL = "\x00"
+_NUL_MESSAGE = "must not contain NUL (U+0000) characters"
+
 
 def word_count(text: str) -> int:
     return len(text.split())
@@ -73,6 +76,25 @@ def spec_violations(
                     f"scene[{i}].description",
                     f"the limit is {limits.SCENE_DESCRIPTION_MAX_CHARS} characters",
                 )
+    # PostgreSQL cannot store U+0000 in text; proto3 strings may carry it. Refuse it here, naming
+    # the field, rather than failing in the database.
+    for name in (
+        "agent_id",
+        "user_id",
+        "profile",
+        "avatar_id",
+        "speaker_id",
+        "situation",
+        "dynamic_info",
+    ):
+        if name in wanted and _NUL in getattr(spec, name):
+            bad(name, _NUL_MESSAGE)
+    if "scene" in wanted:
+        for i, item in enumerate(spec.scene[: limits.SCENE_MAX_ITEMS]):
+            if _NUL in item.name:
+                bad(f"scene[{i}].name", _NUL_MESSAGE)
+            if _NUL in item.description:
+                bad(f"scene[{i}].description", _NUL_MESSAGE)
     if "metadata" in wanted:
         out.extend(metadata_violations(spec.metadata, prefix + "metadata"))
     if "max_duration" in wanted and spec.max_duration_ms is not None:
@@ -115,6 +137,10 @@ def metadata_violations(metadata: dict[str, str], field: str) -> list[FieldViola
                     f"key is {len(key)} characters; the limit is {limits.METADATA_KEY_MAX_CHARS}",
                 )
             )
+        if _NUL in key:
+            out.append(FieldViolation(field, f"keys {_NUL_MESSAGE}"))
+        if _NUL in value:
+            out.append(FieldViolation(f"{field}[{key[:64]}]", f"value {_NUL_MESSAGE}"))
         if len(value) > limits.METADATA_VALUE_MAX_CHARS:
             out.append(
                 FieldViolation(

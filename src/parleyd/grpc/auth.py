@@ -22,7 +22,7 @@ API_KEY_HEADER = "x-api-key"
 # Services a client may call without a key: discovery and health checks.
 _EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 # Methods that authenticate by a session's access token instead of an API key.
-TOKEN_METHODS: frozenset[str] = frozenset()
+TOKEN_METHODS: frozenset[str] = frozenset({"/parley.v1.SessionService/Interact"})
 
 
 class Caller:

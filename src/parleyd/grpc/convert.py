@@ -9,6 +9,7 @@ from parley.v1 import message_pb2, session_pb2
 from parleyd.domain.errors import InvalidArgument
 from parleyd.domain.lifecycle import EndReason, SessionState
 from parleyd.domain.session import (
+    AgentMode,
     ConnectionType,
     Message,
     MessageRole,
@@ -25,6 +26,9 @@ _STATE_TO_PB = {
     SessionState.EXPIRED: session_pb2.SESSION_STATE_EXPIRED,
 }
 _PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
+_STATES_WITH_EXPIRE_TIME = frozenset(
+    {SessionState.CREATED, SessionState.PAUSED, SessionState.EXPIRED}
+)
 _CONN_TO_PB = {
     ConnectionType.AUDIO: session_pb2.CONNECTION_TYPE_AUDIO,
     ConnectionType.VIDEO: session_pb2.CONNECTION_TYPE_VIDEO,
@@ -36,6 +40,11 @@ _END_TO_PB = {
     EndReason.MAX_DURATION: session_pb2.END_REASON_MAX_DURATION,
     EndReason.RESUME_WINDOW: session_pb2.END_REASON_RESUME_WINDOW,
 }
+_MODE_TO_PB = {
+    AgentMode.BUILTIN: session_pb2.AGENT_MODE_BUILTIN,
+    AgentMode.EXTERNAL: session_pb2.AGENT_MODE_EXTERNAL,
+}
+_PB_TO_MODE = {v: k for k, v in _MODE_TO_PB.items()}
 _ROLE_TO_PB = {
     MessageRole.USER: message_pb2.MESSAGE_ROLE_USER,
     MessageRole.AGENT: message_pb2.MESSAGE_ROLE_AGENT,
@@ -81,6 +90,15 @@ def connection_type_from_pb(value: int, field: str) -> ConnectionType:
         raise InvalidArgument.field(field, f"{value} is not a ConnectionType") from None
 
 
+def agent_mode_from_pb(value: int, field: str) -> AgentMode:
+    if value == session_pb2.AGENT_MODE_UNSPECIFIED:
+        return AgentMode.BUILTIN
+    try:
+        return _PB_TO_MODE[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgument.field(field, f"{value} is not an AgentMode") from None
+
+
 def spec_from_pb(pb: session_pb2.Session, prefix: str = "session.") -> SessionSpec:
     return SessionSpec(
         agent_id=pb.agent_id,
@@ -105,6 +123,7 @@ def spec_from_pb(pb: session_pb2.Session, prefix: str = "session.") -> SessionSp
         ),
         continue_from_session_id=pb.continue_from_session_id,
         render_templates=pb.render_templates,
+        agent_mode=agent_mode_from_pb(pb.agent_mode, prefix + "agent_mode"),
     )
 
 
@@ -132,14 +151,25 @@ def session_to_pb(s: Session, now_ms: int) -> session_pb2.Session:
         summary=s.summary,
         rendered_situation=s.rendered_situation,
         end_reason=_END_TO_PB[s.end_reason] if s.end_reason else session_pb2.END_REASON_UNSPECIFIED,
+        agent_mode=_MODE_TO_PB[s.agent_mode],
     )
     if s.start_ms is not None:
         pb.start_time.CopyFrom(timestamp(s.start_ms))
     if s.end_ms is not None:
         pb.end_time.CopyFrom(timestamp(s.end_ms))
-    if s.expire_at_ms is not None and s.state != SessionState.TERMINATED:
+    # The proto sets expire_time only while CREATED or PAUSED (when the resume window runs out)
+    # and once EXPIRED (when it expired); an ACTIVE session's limit is max_duration - duration.
+    if s.expire_at_ms is not None and s.state in _STATES_WITH_EXPIRE_TIME:
         pb.expire_time.CopyFrom(timestamp(s.expire_at_ms))
     return pb
+
+
+def state_to_pb(state: SessionState) -> session_pb2.SessionState:
+    return _STATE_TO_PB[state]
+
+
+def end_reason_to_pb(reason: EndReason) -> session_pb2.EndReason:
+    return _END_TO_PB[reason]
 
 
 def message_to_pb(m: Message) -> message_pb2.Message:

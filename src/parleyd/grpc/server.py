@@ -18,7 +18,9 @@ from parley.v1 import session_service_pb2, session_service_pb2_grpc
 from parleyd.config import Settings
 from parleyd.grpc.auth import ApiKeyInterceptor
 from parleyd.grpc.calllog import CallLogInterceptor
+from parleyd.grpc.interact import InteractHandler
 from parleyd.grpc.session_service import SessionServicer
+from parleyd.live.hub import Hub, LiveSettings
 from parleyd.manager import SessionManager
 from parleyd.store import Database, Repository, open_database
 
@@ -44,6 +46,7 @@ class ParleydServer:
         self.db: Database | None = None
         self.repo: Repository | None = None
         self.manager: SessionManager | None = None
+        self.hub: Hub | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -65,7 +68,19 @@ class ParleydServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        self.hub = Hub(
+            self.manager,
+            LiveSettings(
+                outbox_capacity=s.outbox_capacity,
+                pause_grace_ms=s.pause_grace_ms,
+                agent_wait_timeout_ms=s.agent_wait_timeout_ms,
+                expiring_lead_ms=s.expiring_lead_ms,
+                heartbeat_interval_ms=s.heartbeat_interval_ms,
+            ),
+        )
+        await self.hub.recover()
         servicer = SessionServicer(self.manager, grpc_target="")
+        servicer.set_interact(InteractHandler(self.manager, self.hub))
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
         self.port = server.add_insecure_port(f"{_host_for_bind(s.host)}:{s.port}")
         servicer.set_grpc_target(s.advertised_grpc_target(self.port))
@@ -73,6 +88,7 @@ class ParleydServer:
         self._tasks.append(
             asyncio.create_task(self.manager.run_expiry(s.expiry_interval_ms, self._stop))
         )
+        self._tasks.append(asyncio.create_task(self.hub.run_heartbeat(self._stop)))
         # SERVING only now: the database is migrated and every service is registered.
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -94,6 +110,8 @@ class ParleydServer:
             grace_s = self.settings.drain_timeout_ms / 1000
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._stop.set()
+        if self.hub is not None:
+            await self.hub.shutdown()
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:

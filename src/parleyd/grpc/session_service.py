@@ -52,6 +52,12 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self._grpc_target = grpc_target
         self._webrtc_url = webrtc_url
 
+    def set_interact(self, handler: Callable[[Any, Context], Awaitable[None]]) -> None:
+        self._interact = handler
+
+    async def Interact(self, request_iterator: Any, context: Context) -> None:  # type: ignore[override]
+        await self._interact(request_iterator, context)
+
     def set_grpc_target(self, target: str) -> None:
         self._grpc_target = target
 

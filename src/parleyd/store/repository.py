@@ -27,6 +27,7 @@ from parleyd.domain.lifecycle import (
     transition,
 )
 from parleyd.domain.session import (
+    AgentMode,
     ApiKey,
     ConnectionType,
     Message,
@@ -198,6 +199,7 @@ class Repository:
             "request_fingerprint": request_fingerprint,
             "token_hash": token_hash,
             "token_sealed": token_sealed,
+            "agent_mode": spec.agent_mode.value,
         }
         try:
             async with self._write() as conn:
@@ -458,6 +460,15 @@ class Repository:
         interrupted: bool = False,
     ) -> Message:
         async with self._write() as conn:
+            # Lock the session row: two appends that both read the same max(idx) would collide on
+            # the primary key. (SQLite's BEGIN IMMEDIATE already serializes; FOR UPDATE is a no-op.)
+            owner = (
+                await conn.execute(
+                    sa.select(SESSIONS.c.id).where(SESSIONS.c.id == session_id).with_for_update()
+                )
+            ).first()
+            if owner is None:
+                raise NotFound(f"session {session_id} not found")
             last = (
                 await conn.execute(
                     sa.select(sa.func.max(MESSAGES.c.idx)).where(
@@ -543,7 +554,8 @@ class Repository:
 def _close_at(current: Session, now_ms: int, active_until_ms: int | None) -> int:
     if active_until_ms is None:
         return now_ms
-    return max(current.active_since_ms or active_until_ms, min(now_ms, active_until_ms))
+    since = current.active_since_ms if current.active_since_ms is not None else active_until_ms
+    return max(since, min(now_ms, active_until_ms))
 
 
 def _transition_values(
@@ -575,11 +587,12 @@ def _transition_values(
         values["end_ms"] = now_ms
         values["expire_at_ms"] = now_ms if step.target == SessionState.EXPIRED else None
         if end_reason is None:
-            end_reason = (
-                EndReason.TERMINATED
-                if step.target == SessionState.TERMINATED
-                else EndReason.RESUME_WINDOW
-            )
+            if step.target == SessionState.TERMINATED:
+                end_reason = EndReason.TERMINATED
+            elif step.source == SessionState.ACTIVE:
+                end_reason = EndReason.MAX_DURATION  # only max_duration runs out while ACTIVE
+            else:
+                end_reason = EndReason.RESUME_WINDOW
         values["end_reason"] = end_reason.value
     return values
 
@@ -624,6 +637,7 @@ def _to_session(m: Any) -> Session:
         active_since_ms=m["active_since_ms"],
         summary=m["summary"],
         end_reason=EndReason(m["end_reason"]) if m["end_reason"] else None,
+        agent_mode=AgentMode(m["agent_mode"]),
     )
 
 

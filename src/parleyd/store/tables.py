@@ -65,6 +65,7 @@ class SessionRow(SQLModel, table=True):
     token_hash: str = Field(max_length=64, index=True)
     # The access token sealed for idempotent replays of CreateSession (see domain.ids.seal_token).
     token_sealed: str | None = Field(default=None, max_length=256)
+    agent_mode: str = Field(default="builtin", max_length=16)
 
 
 class SessionLabelRow(SQLModel, table=True):

@@ -1,0 +1,526 @@
+"""Unary throughput and latency of parleyd against a bare grpc.aio echo server.
+
+    .venv/bin/python bench/unary.py [--rounds 5] [--seconds 2.5] [--concurrency 50] [--json]
+
+Two servers run side by side, each in its own subprocess started the same way (this script with
+--role): a bare grpc.aio unary echo (a generic handler: no validation, no storage, no interceptors)
+and a full parleyd (ParleydServer over a fresh SQLite file, log level WARNING). This process is
+the closed-loop load generator: `--concurrency` callers on one channel per server, each sending
+its next call when the previous one returns, for `--seconds` per phase (at most `--max-calls`).
+
+Each round runs four phases, interleaved so that drift hits both sides alike:
+    bare echo (CreateSessionRequest-sized) -> CreateSession -> bare echo (GetSession-sized) ->
+    GetSession (on ids made before the rounds)
+and the result is the MEDIAN of the per-round ratios parleyd/bare, next to the targets
+(Create >= 0.4x bare, Get >= 0.6x bare). Figures only: nothing here asserts on timing.
+Everything stays on 127.0.0.1, and every loop is bounded in calls and in time.
+
+--profile-out FILE runs the parleyd server under cProfile and prints where its time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import os
+import platform
+import pstats
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ECHO_METHOD = "/bench.v1.EchoService/Echo"
+CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+TARGETS = {"create": 0.4, "get": 0.6}
+SERVER_START_DEADLINE_S = 30.0
+CALL_TIMEOUT_S = 10.0
+GET_POOL = 500
+
+
+# ---------------------------------------------------------------------------------------------
+# Server side (run as subprocesses: `unary.py --role echo|parleyd`)
+
+
+async def _wait_stdin_eof() -> None:
+    """The parent keeps our stdin open for as long as we should live."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.buffer.read)
+
+
+def _announce(**info: Any) -> None:
+    print(json.dumps(info), flush=True)
+
+
+async def _serve_echo() -> None:
+    def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    # Identity (de)serializers: the handler sees and returns raw bytes.
+    handler = grpc.method_handlers_generic_handler(
+        "bench.v1.EchoService", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _announce(port=port)
+    await _wait_stdin_eof()
+    await server.stop(0.5)
+
+
+async def _serve_parleyd(database_url: str) -> None:
+    from parleyd import logs
+    from parleyd.config import Settings
+    from parleyd.grpc.server import ParleydServer
+    from parleyd.manager import wall_clock_ms
+
+    logs.configure("WARNING")
+    settings = Settings(host="127.0.0.1", port=0, database_url=database_url, log_level="WARNING")
+    server = ParleydServer(settings)
+    await server.start()
+    assert server.repo is not None
+    _, api_key = await server.repo.create_api_key(
+        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
+    )
+    _announce(port=server.port, api_key=api_key)
+    await _wait_stdin_eof()
+    await server.stop(0.5)
+
+
+def _run_role(args: argparse.Namespace) -> None:
+    if args.role == "echo":
+        asyncio.run(_serve_echo())
+        return
+    if not args.profile_out:
+        asyncio.run(_serve_parleyd(args.database_url))
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        asyncio.run(_serve_parleyd(args.database_url))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(args.profile_out)
+
+
+@dataclass
+class ServerProc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    api_key: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Closes its stdin (it stops by itself), SIGKILL if it has not gone in 10 s."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def start_server(name: str, role_args: list[str]) -> ServerProc:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--role", *role_args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SERVER_START_DEADLINE_S
+    # The child prints one JSON line once it is serving; a bounded wait in a thread keeps the
+    # deadline even if the child hangs before printing.
+    line = _readline_with_deadline(proc, deadline)
+    try:
+        info = json.loads(line)
+    except json.JSONDecodeError:
+        proc.kill()
+        raise RuntimeError(f"{name} server did not start: {line!r}") from None
+    return ServerProc(name, proc, int(info["port"]), info.get("api_key", ""))
+
+
+def _readline_with_deadline(proc: subprocess.Popen[bytes], deadline: float) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                proc.kill()
+                raise TimeoutError("server did not announce its port before the deadline")
+            if not sel.select(timeout=min(remaining, 1.0)):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with code {proc.returncode}")
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                proc.wait(timeout=5)
+                raise RuntimeError(f"server exited with code {proc.returncode}")
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Client side: the closed-loop load generator
+
+
+@dataclass
+class Phase:
+    name: str
+    calls: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float] = field(repr=False)
+
+    @property
+    def qps(self) -> float:
+        return self.calls / self.seconds if self.seconds > 0 else 0.0
+
+    def pct(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[idx]
+
+
+async def closed_loop(
+    name: str,
+    call: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int,
+    seconds: float,
+    max_calls: int,
+) -> Phase:
+    """`concurrency` workers, each calling again as soon as its call returns, until time/count."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    async def worker(wid: int) -> None:
+        nonlocal issued
+        while issued < max_calls and time.perf_counter() < stop_at:
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                await call(issued)
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{exc.code().name}: {exc.details()}")
+                continue
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    if errors:
+        print(f"  ! {name}: {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+    return Phase(name, len(latencies), len(errors), elapsed, latencies)
+
+
+@dataclass
+class Round:
+    index: int
+    bare_create: Phase
+    create: Phase
+    bare_get: Phase
+    get: Phase
+
+    @property
+    def create_ratio(self) -> float:
+        return self.create.qps / self.bare_create.qps
+
+    @property
+    def get_ratio(self) -> float:
+        return self.get.qps / self.bare_get.qps
+
+
+async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerProc) -> list[Round]:
+    from parley.v1 import session_pb2, session_service_pb2, session_service_pb2_grpc
+
+    echo_channel = grpc.aio.insecure_channel(echo.target, options=CHANNEL_OPTIONS)
+    p_channel = grpc.aio.insecure_channel(parleyd.target, options=CHANNEL_OPTIONS)
+    try:
+        await asyncio.wait_for(echo_channel.channel_ready(), SERVER_START_DEADLINE_S)
+        await asyncio.wait_for(p_channel.channel_ready(), SERVER_START_DEADLINE_S)
+        md = (("x-api-key", parleyd.api_key),)
+        stub = session_service_pb2_grpc.SessionServiceStub(p_channel)
+        echo_call = echo_channel.unary_unary(ECHO_METHOD)
+
+        def create_request(i: int) -> Any:
+            return session_service_pb2.CreateSessionRequest(
+                session=session_pb2.Session(
+                    agent_id="bench-npc",
+                    user_id=f"player-{i % 1000}",
+                    situation="A small tavern at dusk.",
+                    metadata={"bench": "unary"},
+                )
+            )
+
+        async def create(i: int) -> object:
+            return await stub.CreateSession(create_request(i), metadata=md, timeout=CALL_TIMEOUT_S)
+
+        ids: list[str] = []
+        for _ in range(GET_POOL):
+            resp = await stub.CreateSession(create_request(0), metadata=md, timeout=CALL_TIMEOUT_S)
+            ids.append(resp.session.id)
+        rng = random.Random(7)
+
+        async def get(i: int) -> object:
+            req = session_service_pb2.GetSessionRequest(session_id=rng.choice(ids))
+            return await stub.GetSession(req, metadata=md, timeout=CALL_TIMEOUT_S)
+
+        # Same-sized requests for the echo, and the same metadata, so only the server differs.
+        create_payload = os.urandom(create_request(999).ByteSize())
+        get_payload = os.urandom(
+            session_service_pb2.GetSessionRequest(session_id=ids[0]).ByteSize()
+        )
+
+        async def bare_create(i: int) -> object:
+            return await echo_call(create_payload, metadata=md, timeout=CALL_TIMEOUT_S)
+
+        async def bare_get(i: int) -> object:
+            return await echo_call(get_payload, metadata=md, timeout=CALL_TIMEOUT_S)
+
+        def phase(name: str, fn: Callable[[int], Awaitable[object]], secs: float) -> Any:
+            return closed_loop(
+                name, fn, concurrency=args.concurrency, seconds=secs, max_calls=args.max_calls
+            )
+
+        for name, fn in (("bare", bare_create), ("create", create), ("get", get)):
+            await phase(f"warmup-{name}", fn, args.warmup)
+
+        rounds: list[Round] = []
+        for r in range(1, args.rounds + 1):
+            rnd = Round(
+                r,
+                await phase("bare@create", bare_create, args.seconds),
+                await phase("create", create, args.seconds),
+                await phase("bare@get", bare_get, args.seconds),
+                await phase("get", get, args.seconds),
+            )
+            rounds.append(rnd)
+            if not args.json:
+                print(
+                    f"  round {r}: bare {rnd.bare_create.qps:7.0f}  create {rnd.create.qps:7.0f}"
+                    f" ({rnd.create_ratio:.2f}x)   bare {rnd.bare_get.qps:7.0f}"
+                    f"  get {rnd.get.qps:7.0f} ({rnd.get_ratio:.2f}x)",
+                    flush=True,
+                )
+        return rounds
+    finally:
+        await echo_channel.close()
+        await p_channel.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def summarize(rounds: list[Round]) -> dict[str, Any]:
+    def pooled(attr: str) -> dict[str, Any]:
+        phases: list[Phase] = [getattr(r, attr) for r in rounds]
+        lat = [x for p in phases for x in p.latencies_ms]
+        return {
+            "qps_median": statistics.median(p.qps for p in phases),
+            "qps_per_round": [round(p.qps, 1) for p in phases],
+            "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99),
+            "calls": sum(p.calls for p in phases),
+            "errors": sum(p.errors for p in phases),
+        }
+
+    create_ratios = [r.create_ratio for r in rounds]
+    get_ratios = [r.get_ratio for r in rounds]
+    return {
+        "workloads": {
+            "bare_echo@create_size": pooled("bare_create"),
+            "CreateSession": pooled("create"),
+            "bare_echo@get_size": pooled("bare_get"),
+            "GetSession": pooled("get"),
+        },
+        "ratios": {
+            "create": {
+                "median": statistics.median(create_ratios),
+                "per_round": [round(x, 3) for x in create_ratios],
+                "target": TARGETS["create"],
+                "met": statistics.median(create_ratios) >= TARGETS["create"],
+            },
+            "get": {
+                "median": statistics.median(get_ratios),
+                "per_round": [round(x, 3) for x in get_ratios],
+                "target": TARGETS["get"],
+                "met": statistics.median(get_ratios) >= TARGETS["get"],
+            },
+        },
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    cfg, summary = doc["config"], doc["summary"]
+    print()
+    print(
+        f"parleyd unary bench - {doc['date']} - {cfg['rounds']} rounds x {cfg['seconds']}s"
+        f" per phase, concurrency {cfg['concurrency']}, {doc['machine']['cpus']} cores"
+    )
+    header = (
+        f"{'workload':<24}{'QPS (median)':>14}{'p50 ms':>10}{'p99 ms':>10}{'calls':>9}{'err':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, w in summary["workloads"].items():
+        print(
+            f"{name:<24}{w['qps_median']:>14.0f}{w['p50_ms']:>10.2f}{w['p99_ms']:>10.2f}"
+            f"{w['calls']:>9}{w['errors']:>6}"
+        )
+    print()
+    print(f"{'ratio parleyd/bare':<24}{'median':>10}{'target':>10}  {'':<8}per round")
+    for name, label in (("create", "CreateSession"), ("get", "GetSession")):
+        r = summary["ratios"][name]
+        verdict = "met" if r["met"] else "MISSED"
+        rounds = " ".join(f"{x:.2f}" for x in r["per_round"])
+        target = f">= {r['target']}x"
+        print(f"{label:<24}{r['median']:>9.2f}x{target:>10}  {verdict:<8}{rounds}")
+
+
+def print_profile(path: str, limit: int = 30) -> None:
+    print(f"\nparleyd server profile ({path}), top {limit} by own time:")
+    stats = pstats.Stats(path)
+    stats.sort_stats("tottime").print_stats(limit)
+    print(f"top {limit} by cumulative time:")
+    stats.sort_stats("cumulative").print_stats(limit)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds [5]")
+    parser.add_argument("--seconds", type=float, default=2.5, help="seconds per phase [2.5]")
+    parser.add_argument("--concurrency", type=int, default=50, help="callers in flight [50]")
+    parser.add_argument(
+        "--max-calls", type=int, default=200_000, help="cap on calls per phase [200000]"
+    )
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per kind [0.5]")
+    parser.add_argument("--json", action="store_true", help="print one JSON document only")
+    parser.add_argument(
+        "--profile-out", default="", help="run the parleyd server under cProfile, stats to FILE"
+    )
+    parser.add_argument("--role", choices=["echo", "parleyd"], help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        _run_role(args)
+        return
+    if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1 or args.max_calls < 1:
+        parser.error("--rounds, --seconds, --concurrency and --max-calls must be positive")
+
+    with tempfile.TemporaryDirectory(prefix="parleyd-bench-") as tmp:
+        db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        role = ["parleyd", "--database-url", db_url]
+        if args.profile_out:
+            role += ["--profile-out", str(Path(args.profile_out).resolve())]
+        servers: list[ServerProc] = []
+        try:
+            servers.append(start_server("echo", ["echo"]))
+            servers.append(start_server("parleyd", role))
+            if not args.json:
+                echo, parleyd = servers
+                print(
+                    f"bare echo on {echo.target} (pid {echo.proc.pid}), parleyd on"
+                    f" {parleyd.target} (pid {parleyd.proc.pid}), client pid {os.getpid()}",
+                    flush=True,
+                )
+            started = time.monotonic()
+            rounds = asyncio.run(run_bench(args, servers[0], servers[1]))
+            took = time.monotonic() - started
+        finally:
+            for s in reversed(servers):
+                s.stop()
+
+    doc = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["bench/unary.py", *(argv if argv is not None else sys.argv[1:])]),
+        "config": {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "concurrency": args.concurrency,
+            "max_calls": args.max_calls,
+            "warmup": args.warmup,
+            "get_pool": GET_POOL,
+        },
+        "machine": machine(),
+        "load_seconds": round(took, 1),
+        "summary": summarize(rounds),
+        "rounds": [
+            {
+                "round": r.index,
+                **{
+                    p.name: {
+                        "qps": round(p.qps, 1),
+                        "p50_ms": round(p.pct(50), 3),
+                        "p99_ms": round(p.pct(99), 3),
+                        "calls": p.calls,
+                        "errors": p.errors,
+                    }
+                    for p in (r.bare_create, r.create, r.bare_get, r.get)
+                },
+            }
+            for r in rounds
+        ],
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print_table(doc)
+    if args.profile_out and not args.json:
+        print_profile(args.profile_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The Interact stream: the gRPC transport adapter of a room participant.
+
+One stream is one participant. This task reads requests and hands them to the room; a writer task
+drains the participant's outbox into `context.write()`, whose await is the flow control toward a
+slow client (the outbox, not gRPC, absorbs the difference, and drops old media when full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import grpc
+from parley.v1 import interact_pb2 as pb
+from ulid import ULID
+
+from parleyd.domain import limits
+from parleyd.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ParleyError,
+    Unauthenticated,
+)
+from parleyd.domain.ids import is_session_id, secret_hash
+from parleyd.domain.lifecycle import SessionState
+from parleyd.grpc import convert
+from parleyd.grpc.interact_convert import ROLE_FROM_PB, in_frame, out_message, subscription
+from parleyd.grpc.status import to_status
+from parleyd.live.frames import Close, CloseCode, Opened, ParticipantInfo, StreamError
+from parleyd.live.hub import Hub
+from parleyd.live.participant import Participant
+from parleyd.live.room import Room
+from parleyd.manager import SessionManager
+
+log = logging.getLogger("parleyd.interact")
+
+JOIN_TIMEOUT_S = 10.0
+MIN_RATE, MAX_RATE = 8_000, 48_000
+MIN_CHUNK_MS, MAX_CHUNK_MS = 10, 100
+
+_CLOSE_STATUS = {
+    CloseCode.ABORTED: grpc.StatusCode.ABORTED,
+    CloseCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def new_participant_id() -> str:
+    return "p_" + str(ULID())
+
+
+class InteractHandler:
+    def __init__(self, manager: SessionManager, hub: Hub) -> None:
+        self._manager = manager
+        self._hub = hub
+
+    async def __call__(self, request_iterator: Any, context: Any) -> None:
+        try:
+            participant, room, takeover = await self._admit(context)
+            await room.join(participant, takeover=takeover)
+        except ParleyError as exc:
+            await context.abort_with_status(to_status(exc))
+            return
+        reader = asyncio.create_task(self._read(context, room, participant))
+        close: Close | None = None
+        try:
+            close = await self._write(context, room, participant)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await asyncio.shield(room.leave(participant, "stream closed"))
+        if close is not None and close.code in _CLOSE_STATUS:
+            await context.abort(_CLOSE_STATUS[close.code], close.reason)
+
+    async def _admit(self, context: Any) -> tuple[Participant, Room, bool]:
+        """Reads and checks `join`; the fatal mistakes raise the error that ends the stream."""
+        try:
+            first = await asyncio.wait_for(context.read(), JOIN_TIMEOUT_S)
+        except TimeoutError:
+            raise InvalidArgument.field(
+                "join", f"the first message must be `join`, within {JOIN_TIMEOUT_S:g}s"
+            ) from None
+        if first is grpc.aio.EOF or first.WhichOneof("payload") != "join":
+            raise InvalidArgument.field("join", "the first message must be `join`")
+        join: pb.Join = first.join
+        violations: list[FieldViolation] = []
+        if not join.session_id:
+            violations.append(FieldViolation("join.session_id", "is required"))
+        elif not is_session_id(join.session_id):
+            violations.append(
+                FieldViolation("join.session_id", "must be 'sess_' followed by a 26-character ULID")
+            )
+        role = ROLE_FROM_PB.get(join.role)
+        if role is None:
+            violations.append(
+                FieldViolation("join.role", "must be ROLE_USER, ROLE_AGENT or ROLE_OBSERVER")
+            )
+        rate = join.audio_format.sample_rate or 16_000
+        if not MIN_RATE <= rate <= MAX_RATE:
+            violations.append(
+                FieldViolation(
+                    "join.audio_format.sample_rate",
+                    f"{rate} Hz is not supported: use {MIN_RATE} to {MAX_RATE} (e.g. 16000, 48000)",
+                )
+            )
+        chunk_ms = join.audio_format.chunk_ms or 20
+        if not MIN_CHUNK_MS <= chunk_ms <= MAX_CHUNK_MS:
+            violations.append(
+                FieldViolation(
+                    "join.audio_format.chunk_ms",
+                    f"must be between {MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms",
+                )
+            )
+        if len(join.speaker_id) > limits.ID_FIELD_MAX_CHARS:
+            violations.append(FieldViolation("join.speaker_id", "the limit is 128 characters"))
+        if violations:
+            raise InvalidArgument(violations)
+        if not join.access_token:
+            raise Unauthenticated("missing access token: set join.access_token")
+        session = await self._manager.repo.get_session_by_token_hash(
+            join.session_id, secret_hash(join.access_token)
+        )
+        if session is None:
+            raise Unauthenticated(f"this access token does not open session {join.session_id}")
+        if session.state in (SessionState.TERMINATED, SessionState.EXPIRED):
+            raise FailedPrecondition(
+                f"session is {session.state.value.upper()}: it can no longer be joined"
+            )
+        assert role is not None
+        info = ParticipantInfo(
+            new_participant_id(),
+            role,
+            join.client.name[:128],
+            join.client.version[:64],
+            join.client.engine[:64],
+        )
+        participant = Participant(
+            info,
+            sample_rate=rate,
+            chunk_ms=chunk_ms,
+            receive=subscription(join),
+            speaker_id=join.speaker_id,
+            outbox_capacity=self._hub.settings.outbox_capacity,
+        )
+        return participant, self._hub.room_for(session), join.takeover
+
+    async def _read(self, context: Any, room: Room, p: Participant) -> None:
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                # The client finished sending: that is its way of leaving.
+                await room.leave(p, "client closed its side of the stream")
+                p.close(CloseCode.OK, "left")
+                return
+            frame = in_frame(request)
+            if isinstance(frame, str):
+                p.deliver(StreamError(3, frame))
+                continue
+            await room.receive(p, frame)
+
+    async def _write(self, context: Any, room: Room, p: Participant) -> Close:
+        sequence = 0
+        while True:
+            frame = await p.outbox.get()
+            if isinstance(frame, Close):
+                return frame
+            session_pb = None
+            if isinstance(frame, Opened):
+                session_pb = convert.session_to_pb(room.session, self._manager.now_ms())
+            message = out_message(frame, session_pb)
+            sequence += 1
+            message.sequence = sequence
+            ns = time.time_ns()
+            message.server_time.seconds, message.server_time.nanos = divmod(ns, 1_000_000_000)
+            await context.write(message)

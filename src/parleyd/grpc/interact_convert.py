@@ -1,0 +1,219 @@
+"""Translation between Interact protobuf messages and the hub's frames."""
+
+from __future__ import annotations
+
+from google.protobuf.json_format import MessageToDict
+from parley.v1 import interact_pb2 as pb
+from parley.v1 import session_pb2
+
+from parleyd.domain.session import SceneItem
+from parleyd.grpc import convert
+from parleyd.live import inputs as i
+from parleyd.live.frames import (
+    Audio,
+    Close,
+    ContextChanged,
+    Event,
+    EventType,
+    Kind,
+    Opened,
+    OutFrame,
+    ParticipantInfo,
+    Role,
+    StreamError,
+    Text,
+    Transcript,
+    TriggerOut,
+    Video,
+    VisemeMark,
+    Visemes,
+)
+
+ROLE_FROM_PB = {pb.ROLE_USER: Role.USER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_OBSERVER: Role.OBSERVER}
+ROLE_TO_PB = {v: k for k, v in ROLE_FROM_PB.items()}
+_EVENT_TO_PB = {
+    EventType.SPEECH_STARTED: pb.EVENT_TYPE_SPEECH_STARTED,
+    EventType.SPEECH_STOPPED: pb.EVENT_TYPE_SPEECH_STOPPED,
+    EventType.RESPONSE_STARTED: pb.EVENT_TYPE_RESPONSE_STARTED,
+    EventType.RESPONSE_DONE: pb.EVENT_TYPE_RESPONSE_DONE,
+    EventType.INTERRUPTED: pb.EVENT_TYPE_INTERRUPTED,
+    EventType.PARTICIPANT_JOINED: pb.EVENT_TYPE_PARTICIPANT_JOINED,
+    EventType.PARTICIPANT_LEFT: pb.EVENT_TYPE_PARTICIPANT_LEFT,
+    EventType.SESSION_PAUSED: pb.EVENT_TYPE_SESSION_PAUSED,
+    EventType.SESSION_EXPIRING: pb.EVENT_TYPE_SESSION_EXPIRING,
+    EventType.SESSION_ENDED: pb.EVENT_TYPE_SESSION_ENDED,
+    EventType.FRAMES_DROPPED: pb.EVENT_TYPE_FRAMES_DROPPED,
+    EventType.REPLACED: pb.EVENT_TYPE_REPLACED,
+}
+
+
+def subscription(join: pb.Join) -> frozenset[Kind]:
+    if not join.HasField("receive"):
+        return frozenset({Kind.AUDIO, Kind.TEXT, Kind.VISEMES, Kind.VIDEO, Kind.EVENT})
+    r = join.receive
+    kinds = {
+        Kind.AUDIO: r.audio,
+        Kind.TEXT: r.text,
+        Kind.VISEMES: r.visemes,
+        Kind.VIDEO: r.video,
+        Kind.EVENT: r.events,
+    }
+    return frozenset(k for k, wanted in kinds.items() if wanted)
+
+
+def in_frame(req: pb.InteractRequest) -> i.InFrame | str:
+    """The frame a request carries, or a description of why it carries none."""
+    which = req.WhichOneof("payload")
+    if which == "audio":
+        return i.AudioIn(req.audio.pcm, req.audio.sequence)
+    if which == "text":
+        return i.TextIn(req.text.text)
+    if which == "trigger":
+        t = req.trigger
+        return i.TriggerIn(t.name, MessageToDict(t.payload), t.payload.ByteSize())
+    if which == "context_update":
+        c = req.context_update
+        return i.ContextIn(
+            c.dynamic_info if c.HasField("dynamic_info") else None,
+            tuple(SceneItem(s.name, s.description) for s in c.scene) if c.replace_scene else None,
+        )
+    if which == "playback_mark":
+        return i.PlaybackMarkIn(req.playback_mark.interaction_id, req.playback_mark.played_ms)
+    if which == "interrupt":
+        it = req.interrupt
+        return i.InterruptIn(it.interaction_id, it.played_ms if it.HasField("played_ms") else None)
+    if which == "end_of_turn":
+        return i.EndOfTurnIn()
+    if which == "leave":
+        return i.LeaveIn(req.leave.reason[:256])
+    if which == "reply_start":
+        return i.ReplyStartIn(req.reply_start.interaction_id)
+    if which == "reply_audio":
+        return i.ReplyAudioIn(req.reply_audio.pcm, req.reply_audio.interaction_id)
+    if which == "reply_text":
+        rt = req.reply_text
+        return i.ReplyTextIn(
+            rt.text, rt.interaction_id, rt.offset_ms if rt.HasField("offset_ms") else None
+        )
+    if which == "reply_visemes":
+        rv = req.reply_visemes
+        return i.ReplyVisemesIn(
+            tuple(VisemeMark(v.id, v.offset_ms, v.weight or 1.0) for v in rv.visemes),
+            rv.interaction_id,
+        )
+    if which == "reply_end":
+        return i.ReplyEndIn(req.reply_end.interaction_id)
+    if which == "join":
+        return "already joined: `join` is sent once, as the first message"
+    return "empty message: set one of the payload fields"
+
+
+def _participant(info: ParticipantInfo) -> pb.ParticipantInfo:
+    return pb.ParticipantInfo(
+        participant_id=info.id,
+        role=ROLE_TO_PB[info.role],
+        client=pb.ClientInfo(name=info.name, version=info.version, engine=info.engine),
+    )
+
+
+def out_message(frame: OutFrame, session: session_pb2.Session | None = None) -> pb.InteractResponse:
+    """The response carrying `frame` (sequence and server_time are set by the writer)."""
+    if isinstance(frame, Audio):
+        return pb.InteractResponse(
+            audio=pb.AudioOutput(
+                pcm=frame.pcm,
+                sample_rate=frame.sample_rate,
+                interaction_id=frame.interaction_id,
+                offset_ms=frame.offset_ms,
+                from_participant_id=frame.sender,
+                source_sequence=frame.source_sequence,
+            )
+        )
+    if isinstance(frame, Text):
+        return pb.InteractResponse(
+            text=pb.TextOutput(
+                text=frame.text,
+                is_final=frame.is_final,
+                interaction_id=frame.interaction_id,
+                offset_ms=frame.offset_ms,
+                from_participant_id=frame.sender,
+                from_role=ROLE_TO_PB[frame.sender_role],
+            )
+        )
+    if isinstance(frame, Event):
+        ev = pb.Event(
+            type=_EVENT_TO_PB[frame.type],
+            interaction_id=frame.interaction_id,
+            reason=frame.reason,
+            count=frame.count,
+        )
+        if frame.participant is not None:
+            ev.participant.CopyFrom(_participant(frame.participant))
+        if frame.time_left_ms is not None:
+            ev.time_left.CopyFrom(convert.duration(frame.time_left_ms))
+        if frame.state is not None:
+            ev.state = convert.state_to_pb(frame.state)
+        if frame.end_reason is not None:
+            ev.end_reason = convert.end_reason_to_pb(frame.end_reason)
+        return pb.InteractResponse(event=ev)
+    if isinstance(frame, Opened):
+        return pb.InteractResponse(
+            opened=pb.Opened(
+                session=session,
+                participant_id=frame.participant.id,
+                role=ROLE_TO_PB[frame.participant.role],
+                audio_format=pb.AudioFormat(sample_rate=frame.sample_rate, chunk_ms=frame.chunk_ms),
+                participants=[_participant(o) for o in frame.others],
+            )
+        )
+    if isinstance(frame, Transcript):
+        return pb.InteractResponse(
+            transcript=pb.Transcript(
+                text=frame.text,
+                is_final=frame.is_final,
+                from_participant_id=frame.sender,
+                speaker_id=frame.speaker_id,
+            )
+        )
+    if isinstance(frame, Visemes):
+        return pb.InteractResponse(
+            visemes=pb.Visemes(
+                interaction_id=frame.interaction_id,
+                visemes=[
+                    pb.Viseme(id=v.id, offset_ms=v.offset_ms, weight=v.weight)
+                    for v in frame.visemes
+                ],
+            )
+        )
+    if isinstance(frame, Video):
+        return pb.InteractResponse(
+            video=pb.VideoFrame(
+                image=frame.image,
+                mime_type=frame.mime_type,
+                width=frame.width,
+                height=frame.height,
+                interaction_id=frame.interaction_id,
+                offset_ms=frame.offset_ms,
+            )
+        )
+    if isinstance(frame, TriggerOut):
+        out = pb.InteractResponse(
+            trigger=pb.TriggerOutput(
+                trigger=pb.Trigger(name=frame.name), from_participant_id=frame.sender
+            )
+        )
+        out.trigger.trigger.payload.update(frame.payload)
+        return out
+    if isinstance(frame, ContextChanged):
+        cu = pb.ContextUpdate(replace_scene=frame.scene is not None)
+        if frame.dynamic_info is not None:
+            cu.dynamic_info = frame.dynamic_info
+        for item in frame.scene or ():
+            cu.scene.add(name=item.name, description=item.description)
+        return pb.InteractResponse(context_update=cu)
+    if isinstance(frame, StreamError):
+        return pb.InteractResponse(
+            error=pb.StreamError(code=frame.code, message=frame.message, field=frame.field_path)
+        )
+    assert not isinstance(frame, Close), "Close ends the stream; it is never sent"
+    raise TypeError(f"no protobuf form for {type(frame).__name__}")

@@ -1,0 +1,101 @@
+"""What participants send into a room, independent of any transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from parleyd.domain.session import SceneItem
+from parleyd.live.frames import VisemeMark
+
+
+@dataclass(frozen=True, slots=True)
+class AudioIn:
+    pcm: bytes
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TextIn:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerIn:
+    name: str
+    payload: dict[str, Any]
+    encoded_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ContextIn:
+    dynamic_info: str | None
+    scene: tuple[SceneItem, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackMarkIn:
+    interaction_id: str
+    played_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptIn:
+    interaction_id: str = ""
+    played_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfTurnIn:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveIn:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStartIn:
+    interaction_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAudioIn:
+    pcm: bytes
+    interaction_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTextIn:
+    text: str
+    interaction_id: str = ""
+    offset_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyVisemesIn:
+    visemes: tuple[VisemeMark, ...]
+    interaction_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEndIn:
+    interaction_id: str = ""
+
+
+InFrame = (
+    AudioIn
+    | TextIn
+    | TriggerIn
+    | ContextIn
+    | PlaybackMarkIn
+    | InterruptIn
+    | EndOfTurnIn
+    | LeaveIn
+    | ReplyStartIn
+    | ReplyAudioIn
+    | ReplyTextIn
+    | ReplyVisemesIn
+    | ReplyEndIn
+)
