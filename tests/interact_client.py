@@ -49,15 +49,19 @@ class Peer:
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise AssertionError(f"no matching message within {timeout}s; saw {self.kinds()}")
+                raise AssertionError(
+                    f"no matching message within {timeout}s; saw (last 20) {self.kinds(20)}"
+                )
             try:
                 msg = await self.read(left)
             except TimeoutError:
                 raise AssertionError(
-                    f"no matching message within {timeout}s; saw {self.kinds()}"
+                    f"no matching message within {timeout}s; saw (last 20) {self.kinds(20)}"
                 ) from None
             if msg is None:
-                raise AssertionError(f"stream ended before a matching message; saw {self.kinds()}")
+                raise AssertionError(
+                    f"stream ended before a matching message; saw (last 20) {self.kinds(20)}"
+                )
             if pred(msg):
                 return msg
 
@@ -69,14 +73,14 @@ class Peer:
                 return out
             out.append(msg)
 
-    def kinds(self) -> list[str]:
+    def kinds(self, last: int | None = None) -> list[str]:
         out = []
         for m in self.seen:
             k = m.WhichOneof("payload") or "?"
             if k == "event":
                 k = ip.EventType.Name(m.event.type)
             out.append(k)
-        return out
+        return out if last is None else out[-last:]
 
 
 async def create_session(r: Running, *, external: bool = True, **fields: Any) -> tuple[str, str]:

@@ -429,7 +429,7 @@ class Room:
             implicit = self._implicit(frame)
             if not self._check_pcm(p, frame.pcm, "reply_audio.pcm") or not frame.pcm:
                 return
-            reply = await self._reply_of(p, implicit)
+            reply = await self._reply_of(p, implicit, getattr(frame, "interaction_id", ""))
             if reply is None:
                 return
             if not reply.interrupted:
@@ -444,7 +444,7 @@ class Room:
             implicit = self._implicit(frame)
             if not self._check_text(p, frame.text, "reply_text.text"):
                 return
-            reply = await self._reply_of(p, implicit)
+            reply = await self._reply_of(p, implicit, getattr(frame, "interaction_id", ""))
             if reply is None:
                 return
             offset = getattr(frame, "offset_ms", None)
