@@ -1,4 +1,4 @@
-"""Interact refuses bad input with the documented status or a StreamError, and nothing else moves."""
+"""Interact refuses bad input with its documented status or a StreamError; nothing else moves."""
 
 from __future__ import annotations
 
@@ -31,9 +31,13 @@ async def fatal(r: Running, *requests: ip.InteractRequest) -> grpc.aio.AioRpcErr
     call = r.stub.Interact()
     for req in requests:
         await call.write(req)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
+
+    async def read_all() -> None:
         while await asyncio.wait_for(call.read(), 5) is not grpc.aio.EOF:
             pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await read_all()
     return err.value
 
 
@@ -162,7 +166,7 @@ async def test_recoverable_mistakes_answer_an_error_and_the_stream_goes_on(
 
 
 async def test_oversized_trigger_payload(live: Running) -> None:
-    _, agent, user = await pair(live)
+    _, _agent, user = await pair(live)
     trig = ip.Trigger(name="big")
     trig.payload.update({"blob": "x" * 5000})
     await user.send(trigger=trig)
@@ -171,7 +175,7 @@ async def test_oversized_trigger_payload(live: Running) -> None:
 
 
 async def test_another_sessions_traffic_is_not_affected(live: Running) -> None:
-    _, agent_a, user_a = await pair(live)
+    _, _agent_a, user_a = await pair(live)
     _, agent_b, user_b = await pair(live)
     await user_a.send(audio=ip.AudioInput(pcm=b"\x00" * 3))
     await user_a.until(has("error"))
