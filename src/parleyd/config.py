@@ -154,3 +154,16 @@ def _duration(s: Setting, value: str) -> int:
 
 def settings_table() -> Sequence[tuple[str, str, str, str]]:
     return [(s.flag, s.env, s.default, s.help) for s in SETTINGS]
+
+
+def markdown_table() -> str:
+    """The README's configuration table (tests check the README still matches it)."""
+    rows = ["| flag | environment variable | default | what it does |", "|---|---|---|---|"]
+    for flag, env, default, text in settings_table():
+        shown = f"`{default}`" if default else "(empty)"
+        rows.append(f"| `{flag}` | `{env}` | {shown} | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
