@@ -86,7 +86,7 @@ def test_ended_states_are_final(state: SessionState) -> None:
 
 
 def test_live_and_ended_partition_the_states() -> None:
-    assert LIVE_STATES | ENDED_STATES == set(SessionState)
+    assert set(SessionState) == LIVE_STATES | ENDED_STATES
     assert not LIVE_STATES & ENDED_STATES
     assert not any(s.ended for s in LIVE_STATES)
 

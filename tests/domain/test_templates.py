@@ -25,10 +25,13 @@ def refused(s: SessionSpec, field: str = "session.situation") -> str:
 
 def test_fills_metadata_placeholders() -> None:
     out = render_situation(
-        spec("You greet {{ metadata.user_name }}, a {{ metadata.class }}.", metadata={
-            "user_name": "Ann",
-            "class": "ranger",
-        })
+        spec(
+            "You greet {{ metadata.user_name }}, a {{ metadata.class }}.",
+            metadata={
+                "user_name": "Ann",
+                "class": "ranger",
+            },
+        )
     )
     assert out == "You greet Ann, a ranger."
 
@@ -139,7 +142,9 @@ def test_ordinary_arithmetic_and_repetition_still_work() -> None:
 
 def test_metadata_is_not_mutated_through_the_template() -> None:
     metadata = {"user_name": "Ann"}
-    s = spec("{{ metadata.update({'user_name': 'Eve'}) }}{{ metadata.user_name }}", metadata=metadata)
+    s = spec(
+        "{{ metadata.update({'user_name': 'Eve'}) }}{{ metadata.user_name }}", metadata=metadata
+    )
     render_situation(s)
     assert metadata == {"user_name": "Ann"}
     assert s.metadata == {"user_name": "Ann"}

@@ -190,7 +190,9 @@ def test_max_duration_bounds() -> None:
     assert "3601s" in v.description
     assert "at most 3600s" in v.description
     for bad in (0, -1):
-        v = one(violations(SessionSpec(agent_id="npc", max_duration_ms=bad)), "session.max_duration")
+        v = one(
+            violations(SessionSpec(agent_id="npc", max_duration_ms=bad)), "session.max_duration"
+        )
         assert v.description == "must be positive"
     # Unset means "use the key's limit": not a violation.
     assert violations(SessionSpec(agent_id="npc", max_duration_ms=None)) == []

@@ -191,7 +191,19 @@ async def test_another_sessions_traffic_is_not_affected(live: Running) -> None:
 async def test_slow_reader_loses_its_own_oldest_audio_and_is_told(live: Running) -> None:
     sid, tok = await create_session(live)
     agent = await join(live, sid, tok, AGENT)
-    user = await join(live, sid, tok, USER)  # will not read for a while
+    # A client that will not read for a while, on its own channel with a fixed 64 KiB HTTP/2
+    # window (no BDP auto-tuning), so transport buffers cannot hide how far behind it is.
+    slow_channel = grpc.aio.insecure_channel(live.target, options=[("grpc.http2.bdp_probe", 0)])
+    user = Peer(
+        slow_channel.stream_stream(
+            "/parley.v1.SessionService/Interact",
+            request_serializer=ip.InteractRequest.SerializeToString,
+            response_deserializer=ip.InteractResponse.FromString,
+        )(),
+        USER,
+    )
+    await user.send(join=ip.Join(session_id=sid, access_token=tok, role=USER))
+    await user.until(has("opened"))
     obs = await join(live, sid, tok, ip.ROLE_OBSERVER)
     chunk = struct.pack("<320h", *([1000] * 320))
     sent = 3000  # ~2 MB: far more than the transport and the outbox (32 frames) can hold
@@ -212,3 +224,4 @@ async def test_slow_reader_loses_its_own_oldest_audio_and_is_told(live: Running)
         m.event.count for m in user.seen if is_event(ip.EVENT_TYPE_FRAMES_DROPPED)(m)
     )
     assert got_audio + total_dropped == sent
+    await slow_channel.close()

@@ -65,7 +65,10 @@ class SessionRow(SQLModel, table=True):
     token_hash: str = Field(max_length=64, index=True)
     # The access token sealed for idempotent replays of CreateSession (see domain.ids.seal_token).
     token_sealed: str | None = Field(default=None, max_length=256)
-    agent_mode: str = Field(default="builtin", max_length=16)
+    # server_default as in migration 0002, which needs it to add the column to existing rows.
+    agent_mode: str = Field(
+        default="builtin", max_length=16, sa_column_kwargs={"server_default": "builtin"}
+    )
 
 
 class SessionLabelRow(SQLModel, table=True):
