@@ -26,9 +26,7 @@ from parleyd.grpc.server import ParleydServer
 from parleyd.manager import wall_clock_ms
 from parleyd.store import Database, Repository, open_database
 
-PG_ADMIN_URL = os.environ.get(
-    "PARLEYD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+PG_ADMIN_URL = os.environ.get("PARLEYD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _pg_reachable() -> str | None:

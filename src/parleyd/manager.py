@@ -135,6 +135,8 @@ class SessionManager:
             raise InvalidArgument.field(
                 "request_id", f"the limit is {limits.ID_FIELD_MAX_CHARS} characters"
             )
+        if "\x00" in request_id:
+            raise InvalidArgument.field("request_id", "must not contain NUL (U+0000) characters")
         raise_if(
             spec_violations(
                 spec,
@@ -210,6 +212,8 @@ class SessionManager:
                 raise InvalidArgument.field(
                     name, f"the limit is {limits.ID_FIELD_MAX_CHARS} characters"
                 )
+            if "\x00" in value:  # PostgreSQL cannot compare text with NUL: refuse it by name
+                raise InvalidArgument.field(name, "must not contain NUL (U+0000) characters")
         fp = filters_fingerprint(
             {
                 "state": state.value if state else "",

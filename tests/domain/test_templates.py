@@ -80,16 +80,26 @@ def test_field_name_is_the_one_passed_in() -> None:
     [
         "{{ metadata.__class__.__mro__ }}",
         "{{ metadata.__class__ }}",
-        "{{ agent_id.__class__.__mro__[1].__subclasses__() }}",
-        "{{ ().__class__.__bases__[0].__subclasses__() }}",
-        "{{ cycler.__init__.__globals__ }}",
-        "{{ scene.__len__() }}",
         "{{ metadata.items.__self__ }}",
     ],
 )
 def test_sandbox_refuses_attribute_escapes(template: str) -> None:
     description = refused(spec(template, metadata={"a": "b"}))
     assert "unsafe" in description
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ agent_id.__class__.__mro__[1].__subclasses__() }}",
+        "{{ ().__class__.__bases__[0].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ scene.__len__() }}",
+    ],
+)
+def test_calls_and_globals_are_refused_before_rendering(template: str) -> None:
+    description = refused(spec(template))
+    assert any(w in description for w in ("not allowed", "no value", "unsafe"))
 
 
 def test_sandbox_escape_does_not_execute() -> None:
@@ -106,38 +116,42 @@ def test_syntax_error_is_invalid_argument() -> None:
 
 
 @pytest.mark.parametrize(
-    "template",
+    ("template", "needle"),
     [
-        "{{ 1 / 0 }}",  # ZeroDivisionError
-        "{{ range(10**9) | list }}",  # the sandbox's OverflowError
-        "{{ 'a' + 1 }}",  # TypeError
-        "{{ 10.0 ** 400 }}",  # float OverflowError
+        ("{{ 1 / 0 }}", "'div' is not allowed"),
+        ("{{ range(10**9) | list }}", "not allowed"),
+        ("{{ 'a' + 1 }}", "'add' is not allowed"),
+        ("{{ 'ab' * 100000000 }}", "'mul' is not allowed"),
+        ("{{ 2 ** (10 ** 12) }}", "'pow' is not allowed"),
+        ("{% set x = 2 %}{{ x }}", "'assign' is not allowed"),
+        ("{{ metadata.x | center(1000000000) }}", "filter 'center' is not allowed"),
+        ("{% for c in metadata.k %}{{ c }}{% endfor %}", "only go over scene"),
+        (
+            "{% for a in scene %}{% for b in scene %}x{% endfor %}{% endfor %}",
+            "may not be nested",
+        ),
+        ("{% macro m() %}x{% endmacro %}", "'macro' is not allowed"),
+        ("{{ lipsum(1000) }}", "not allowed"),
+        ("{% for i in range(5000) %}{% for j in range(5000) %}{% endfor %}{% endfor %}", "scene"),
     ],
 )
-def test_runtime_errors_in_the_template_are_invalid_argument(template: str) -> None:
-    # The caller wrote the template: never an internal error.
-    assert "template error" in refused(spec(template))
+def test_everything_beyond_placeholders_is_refused_before_it_runs(
+    template: str, needle: str
+) -> None:
+    # Arithmetic, calls, assignments and unbounded loops could take the event loop for hours or
+    # fill memory; a situation template needs none of them.
+    description = refused(spec(template, metadata={"k": "abc"}))
+    assert needle in description
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ 'ab' * 100000000 }}",
-        "{{ 100000000 * 'ab' }}",
-        "{{ [1] * 10**9 }}",
-        "{{ 2 ** (10 ** 12) }}",
-        "{{ 7 ** 100000 }}",
-        "{% set x = 2 ** 8000 %}{{ x * x * x }}",
-    ],
-)
-def test_huge_results_are_refused_before_they_are_built(template: str) -> None:
-    # Unchecked, each of these would take seconds to hours and up to terabytes of memory.
-    assert "too" in refused(spec(template))
-
-
-def test_ordinary_arithmetic_and_repetition_still_work() -> None:
-    out = render_situation(spec("{{ 2 ** 10 }} {{ 3 * 4 }} {{ '-' * 5 }} {{ 2 ** -1 }}"))
-    assert out == "1024 12 ----- 0.5"
+def test_conditions_filters_and_scene_loops_work() -> None:
+    s = spec(
+        "{% if metadata.vip == 'yes' %}Bow to{% else %}Greet{% endif %} {{ metadata.name | upper }}"
+        "{% for item in scene %}, {{ loop.index }}:{{ item.name | title }}{% endfor %}",
+        metadata={"vip": "yes", "name": "ann"},
+        scene=[SceneItem("red key"), SceneItem("door")],
+    )
+    assert render_situation(s) == "Bow to ANN, 1:Red Key, 2:Door"
 
 
 def test_metadata_is_not_mutated_through_the_template() -> None:
@@ -145,6 +159,6 @@ def test_metadata_is_not_mutated_through_the_template() -> None:
     s = spec(
         "{{ metadata.update({'user_name': 'Eve'}) }}{{ metadata.user_name }}", metadata=metadata
     )
-    render_situation(s)
+    assert "not allowed" in refused(s)
     assert metadata == {"user_name": "Ann"}
     assert s.metadata == {"user_name": "Ann"}

@@ -142,6 +142,35 @@ async def test_create_round_trips_every_field(running: Running) -> None:
     assert got.rendered_situation == fields["situation"]  # render_templates is off
 
 
+async def test_create_ignores_id_and_output_only_fields(running: Running) -> None:
+    sent = S.Session(
+        id="sess_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        agent_id="npc",
+        situation="plain",
+        state=S.SESSION_STATE_TERMINATED,
+        create_time=ts_ms(1000),
+        end_time=ts_ms(2000),
+        duration=secs(99),
+        summary="made up",
+        rendered_situation="made up",
+        end_reason=S.END_REASON_MAX_DURATION,
+    )
+    resp = await running.stub.CreateSession(
+        pb.CreateSessionRequest(session=sent), metadata=running.md()
+    )
+    s = resp.session
+    assert s.id != sent.id
+    assert s.state == S.SESSION_STATE_CREATED
+    assert ms_of(s.create_time) > 1_000_000
+    assert not s.HasField("end_time")
+    assert ms_of(s.duration) == 0
+    assert s.summary == ""
+    assert s.rendered_situation == "plain"
+    assert s.end_reason == S.END_REASON_UNSPECIFIED
+    err = await rpc_error(get(running, sent.id))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_create_renders_templates(running: Running) -> None:
     s = (
         await create(
@@ -521,7 +550,8 @@ async def test_disconnect_pauses_an_active_session(running: Running) -> None:
     active = await get(running, s.id)
     assert active.state == S.SESSION_STATE_ACTIVE
     assert active.HasField("start_time")
-    assert not active.HasField("expire_time")  # set only while CREATED, PAUSED or EXPIRED
+    # ACTIVE: expire_time is when max_duration runs out if the user stays.
+    assert ms_of(active.expire_time) == ms_of(active.start_time) + 3_600_000
 
     before = now_ms()
     paused = await disconnect(running, s.id)

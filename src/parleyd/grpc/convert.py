@@ -26,9 +26,6 @@ _STATE_TO_PB = {
     SessionState.EXPIRED: session_pb2.SESSION_STATE_EXPIRED,
 }
 _PB_TO_STATE = {v: k for k, v in _STATE_TO_PB.items()}
-_STATES_WITH_EXPIRE_TIME = frozenset(
-    {SessionState.CREATED, SessionState.PAUSED, SessionState.EXPIRED}
-)
 _CONN_TO_PB = {
     ConnectionType.AUDIO: session_pb2.CONNECTION_TYPE_AUDIO,
     ConnectionType.VIDEO: session_pb2.CONNECTION_TYPE_VIDEO,
@@ -60,7 +57,17 @@ def duration(ms: int) -> Duration:
     return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
 
 
-def timestamp_ms(ts: Timestamp) -> int:
+# The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_MIN_SECONDS = -62_135_596_800
+_TIMESTAMP_MAX_SECONDS = 253_402_300_799
+
+
+def timestamp_ms(ts: Timestamp, field: str) -> int:
+    # Out of range, the milliseconds overflow the database's BIGINT: refuse them as the caller's.
+    if not _TIMESTAMP_MIN_SECONDS <= ts.seconds <= _TIMESTAMP_MAX_SECONDS:
+        raise InvalidArgument.field(field, "must be between 0001-01-01 and 9999-12-31")
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument.field(field, "nanos must be between 0 and 999,999,999")
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
 
@@ -157,9 +164,7 @@ def session_to_pb(s: Session, now_ms: int) -> session_pb2.Session:
         pb.start_time.CopyFrom(timestamp(s.start_ms))
     if s.end_ms is not None:
         pb.end_time.CopyFrom(timestamp(s.end_ms))
-    # The proto sets expire_time only while CREATED or PAUSED (when the resume window runs out)
-    # and once EXPIRED (when it expired); an ACTIVE session's limit is max_duration - duration.
-    if s.expire_at_ms is not None and s.state in _STATES_WITH_EXPIRE_TIME:
+    if s.expire_at_ms is not None and s.state != SessionState.TERMINATED:
         pb.expire_time.CopyFrom(timestamp(s.expire_at_ms))
     return pb
 

@@ -156,9 +156,15 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         usage = await self._m.usage(
             current_caller().key,
             start_ms=(
-                convert.timestamp_ms(request.start_time) if request.HasField("start_time") else None
+                convert.timestamp_ms(request.start_time, "start_time")
+                if request.HasField("start_time")
+                else None
             ),
-            end_ms=convert.timestamp_ms(request.end_time) if request.HasField("end_time") else None,
+            end_ms=(
+                convert.timestamp_ms(request.end_time, "end_time")
+                if request.HasField("end_time")
+                else None
+            ),
             session_id=request.session_id,
         )
         total = sum(u.duration_ms for u in usage)
