@@ -309,6 +309,7 @@ class SessionManager:
         api_key_id: str | None = None,
         end_reason: EndReason | None = None,
         active_until_ms: int | None = None,
+        only_if_due: bool = False,
     ) -> Session:
         session, step = await self.repo.apply_event(
             session_id,
@@ -317,6 +318,7 @@ class SessionManager:
             api_key_id=api_key_id,
             end_reason=end_reason,
             active_until_ms=active_until_ms,
+            only_if_due=only_if_due,
         )
         if not step.noop:
             log.info(
@@ -333,19 +335,10 @@ class SessionManager:
         """Expires every session whose resume window or max_duration has run out."""
         expired: list[Session] = []
         for s in await self.repo.sessions_due_to_expire(self.now_ms()):
-            reason = (
-                EndReason.MAX_DURATION
-                if s.state == SessionState.ACTIVE
-                else EndReason.RESUME_WINDOW
-            )
-            # max_duration ran out at expire_at_ms, not when this sweep noticed: bill up to there.
-            until = s.expire_at_ms if reason == EndReason.MAX_DURATION else None
             try:
-                expired.append(
-                    await self.apply(
-                        s.id, SessionEvent.EXPIRE, end_reason=reason, active_until_ms=until
-                    )
-                )
+                # Due-ness, reason and end of billing are re-read inside the transaction: the
+                # session may have been resumed or extended since the query above.
+                expired.append(await self.apply(s.id, SessionEvent.EXPIRE, only_if_due=True))
             except Exception as exc:  # raced with a join/terminate: the next sweep decides
                 log.debug("not expiring %s: %s", s.id, exc)
         return expired

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from parleyd.domain.errors import InvalidArgument, NotFound
+from parleyd.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from parleyd.domain.ids import new_api_key, secret_hash
 from parleyd.domain.lifecycle import (
     LIVE_STATES,
@@ -367,15 +367,28 @@ class Repository:
         api_key_id: str | None = None,
         end_reason: EndReason | None = None,
         active_until_ms: int | None = None,
+        only_if_due: bool = False,
     ) -> tuple[Session, Transition]:
         """Moves the session through the transition table, atomically.
 
         `active_until_ms` closes an ACTIVE interval earlier than now (crash recovery counts usage
-        only up to the last heartbeat). Raises NotFound or FailedPrecondition; changes nothing then.
+        only up to the last heartbeat). `only_if_due` (the expiry sweep) re-checks, inside the
+        transaction, that the session is still past its expiry, and takes the reason and the end
+        of billing from the state it is in then. Raises NotFound or FailedPrecondition; changes
+        nothing then.
         """
         for _ in range(_CAS_ATTEMPTS):
             async with self._write() as conn:
                 current = await self._get(conn, session_id, api_key_id)
+                if only_if_due:
+                    if current.expire_at_ms is None or current.expire_at_ms > now_ms:
+                        raise FailedPrecondition(f"session {session_id} is not due to expire")
+                    if current.state == SessionState.ACTIVE:
+                        end_reason = EndReason.MAX_DURATION
+                        # max_duration ran out at expire_at_ms, not when the sweep noticed.
+                        active_until_ms = current.expire_at_ms
+                    else:
+                        end_reason = EndReason.RESUME_WINDOW
                 step = transition(current.state, event)
                 if step.noop:
                     return current, step
