@@ -15,7 +15,9 @@ and the result is the MEDIAN of the per-round ratios parleyd/bare, next to the t
 (Create >= 0.4x bare, Get >= 0.6x bare). Figures only: nothing here asserts on timing.
 Everything stays on 127.0.0.1, and every loop is bounded in calls and in time.
 
+--breakdown (or --breakdown-only) adds CPU per call of each server layer, measured in-process;
 --profile-out FILE runs the parleyd server under cProfile and prints where its time went.
+Findings and figures: bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import os
 import platform
 import pstats
 import random
+import selectors
 import statistics
 import subprocess
 import sys
@@ -65,7 +68,8 @@ def _announce(**info: Any) -> None:
 
 
 async def _serve_echo() -> None:
-    def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    # A coroutine: grpc.aio would run a plain function in a thread pool.
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
 
     # Identity (de)serializers: the handler sees and returns raw bytes.
@@ -101,6 +105,8 @@ async def _serve_parleyd(database_url: str) -> None:
 
 
 def _run_role(args: argparse.Namespace) -> None:
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     if args.role == "echo":
         asyncio.run(_serve_echo())
         return
@@ -149,8 +155,8 @@ def start_server(name: str, role_args: list[str]) -> ServerProc:
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + SERVER_START_DEADLINE_S
-    # The child prints one JSON line once it is serving; a bounded wait in a thread keeps the
-    # deadline even if the child hangs before printing.
+    # The child prints one JSON line once it is serving; select() with a deadline keeps the wait
+    # bounded even if the child hangs before printing.
     line = _readline_with_deadline(proc, deadline)
     try:
         info = json.loads(line)
@@ -161,8 +167,6 @@ def start_server(name: str, role_args: list[str]) -> ServerProc:
 
 
 def _readline_with_deadline(proc: subprocess.Popen[bytes], deadline: float) -> str:
-    import selectors
-
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
@@ -189,6 +193,16 @@ def _readline_with_deadline(proc: subprocess.Popen[bytes], deadline: float) -> s
 # Client side: the closed-loop load generator
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) from /proc; None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the ")" of comm: fields[11] is utime, fields[12] stime (stat(5) fields 14 and 15).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Phase:
     name: str
@@ -196,6 +210,19 @@ class Phase:
     errors: int
     seconds: float
     latencies_ms: list[float] = field(repr=False)
+    server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
+
+    @property
+    def server_cpu_pct(self) -> float | None:
+        """Share of one core the server used during the phase."""
+        return None if self.server_cpu_s is None else 100 * self.server_cpu_s / self.seconds
+
+    @property
+    def server_cpu_ms_per_call(self) -> float | None:
+        if self.server_cpu_s is None or not self.calls:
+            return None
+        return 1000 * self.server_cpu_s / self.calls
 
     @property
     def qps(self) -> float:
@@ -220,11 +247,14 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     max_calls: int,
+    server_pid: int,
 ) -> Phase:
     """`concurrency` workers, each calling again as soon as its call returns, until time/count."""
     latencies: list[float] = []
     errors: list[str] = []
     issued = 0
+    server_cpu0 = cpu_seconds(server_pid)
+    client_cpu0 = time.process_time()
     start = time.perf_counter()
     stop_at = start + seconds
 
@@ -242,9 +272,12 @@ async def closed_loop(
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - start
+    server_cpu1 = cpu_seconds(server_pid)
+    client_cpu = time.process_time() - client_cpu0
     if errors:
         print(f"  ! {name}: {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
-    return Phase(name, len(latencies), len(errors), elapsed, latencies)
+    server_cpu = None if server_cpu0 is None or server_cpu1 is None else server_cpu1 - server_cpu0
+    return Phase(name, len(latencies), len(errors), elapsed, latencies, server_cpu, client_cpu)
 
 
 @dataclass
@@ -311,22 +344,35 @@ async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerP
         async def bare_get(i: int) -> object:
             return await echo_call(get_payload, metadata=md, timeout=CALL_TIMEOUT_S)
 
-        def phase(name: str, fn: Callable[[int], Awaitable[object]], secs: float) -> Any:
+        def phase(
+            name: str, fn: Callable[[int], Awaitable[object]], server: ServerProc, secs: float
+        ) -> Any:
+            if args.verbose:
+                print(f"  phase {name} ({secs}s)", file=sys.stderr, flush=True)
             return closed_loop(
-                name, fn, concurrency=args.concurrency, seconds=secs, max_calls=args.max_calls
+                name,
+                fn,
+                concurrency=args.concurrency,
+                seconds=secs,
+                max_calls=args.max_calls,
+                server_pid=server.proc.pid,
             )
 
-        for name, fn in (("bare", bare_create), ("create", create), ("get", get)):
-            await phase(f"warmup-{name}", fn, args.warmup)
+        for name, fn, srv in (
+            ("bare", bare_create, echo),
+            ("create", create, parleyd),
+            ("get", get, parleyd),
+        ):
+            await phase(f"warmup-{name}", fn, srv, args.warmup)
 
         rounds: list[Round] = []
         for r in range(1, args.rounds + 1):
             rnd = Round(
                 r,
-                await phase("bare@create", bare_create, args.seconds),
-                await phase("create", create, args.seconds),
-                await phase("bare@get", bare_get, args.seconds),
-                await phase("get", get, args.seconds),
+                await phase("bare@create", bare_create, echo, args.seconds),
+                await phase("create", create, parleyd, args.seconds),
+                await phase("bare@get", bare_get, echo, args.seconds),
+                await phase("get", get, parleyd, args.seconds),
             )
             rounds.append(rnd)
             if not args.json:
@@ -343,6 +389,132 @@ async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerP
 
 
 # ---------------------------------------------------------------------------------------------
+# --breakdown: where a call's CPU goes, layer by layer, in this process (no gRPC, one at a time)
+
+
+async def breakdown(calls: int) -> dict[str, Any]:
+    """CPU per call of each layer under GetSession/CreateSession, sequential, in-process.
+
+    Layers: plain sqlite3 (the floor) -> one aiosqlite call -> the Repository (SQLAlchemy Core on
+    aiosqlite) -> the SessionManager plus protobuf conversion (all the servicer does besides
+    gRPC). Also counts aiosqlite thread hand-offs per call. CPU is process-wide (all threads).
+    """
+    import sqlite3
+
+    import aiosqlite
+    import aiosqlite.core
+    from parley.v1 import session_service_pb2
+
+    from parleyd.domain.session import SessionSpec
+    from parleyd.grpc import convert
+    from parleyd.manager import SessionManager, wall_clock_ms
+    from parleyd.store import Repository, open_database
+
+    repeats = 3
+    hops = 0
+    real_execute: Any = aiosqlite.core.Connection._execute
+
+    async def counting(self: Any, fn: Any, *a: Any, **k: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await real_execute(self, fn, *a, **k)
+
+    async def measure(fn: Callable[[int], Awaitable[object]]) -> dict[str, float]:
+        """The best of repeats runs of `calls` calls: the least disturbed by other processes."""
+        nonlocal hops
+        for i in range(min(50, calls)):
+            await fn(i)
+        best: tuple[float, float] | None = None
+        hops = 0
+        for _ in range(repeats):
+            c0, t0 = time.process_time(), time.perf_counter()
+            for i in range(calls):
+                await fn(i)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            best = (cpu, wall) if best is None or cpu < best[0] else best
+        assert best is not None
+        return {
+            "cpu_us_per_call": round(1e6 * best[0] / calls, 1),
+            "wall_us_per_call": round(1e6 * best[1] / calls, 1),
+            "aiosqlite_hops_per_call": round(hops / (calls * repeats), 2),
+        }
+
+    out: dict[str, Any] = {"calls": calls}
+    with tempfile.TemporaryDirectory(prefix="parleyd-breakdown-") as tmp:
+        path = Path(tmp) / "b.db"
+        db = await open_database(f"sqlite+aiosqlite:///{path}")
+        repo = Repository(db)
+        manager = SessionManager(repo)
+        key, plaintext = await repo.create_api_key(
+            name="b", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
+        )
+        spec = SessionSpec(
+            agent_id="bench-npc",
+            user_id="player-1",
+            situation="A small tavern at dusk.",
+            metadata={"bench": "unary"},
+        )
+        aiosqlite.core.Connection._execute = counting  # type: ignore[method-assign]
+        try:
+            ids: list[str] = []
+
+            async def manager_create(i: int) -> object:
+                created = await manager.create_session(
+                    key, spec, request_id="", api_key_plaintext=plaintext
+                )
+                ids.append(created.session.id)
+                return session_service_pb2.CreateSessionResponse(
+                    session=convert.session_to_pb(created.session, manager.now_ms()),
+                    access_token=created.access_token,
+                ).SerializeToString()
+
+            out["create.manager+convert"] = await measure(manager_create)
+
+            async def repo_get(i: int) -> object:
+                return await repo.get_session(ids[i % len(ids)], key.id)
+
+            async def manager_get(i: int) -> object:
+                session = await manager.get_session(key, ids[i % len(ids)])
+                return session_service_pb2.GetSessionResponse(
+                    session=convert.session_to_pb(session, manager.now_ms())
+                ).SerializeToString()
+
+            sql = "SELECT * FROM sessions WHERE id = ? AND api_key_id = ?"
+            async with aiosqlite.connect(path) as aconn:
+
+                async def aiosqlite_get(i: int) -> object:
+                    return await aconn.execute_fetchall(sql, (ids[i % len(ids)], key.id))
+
+                plain = sqlite3.connect(path)
+                try:
+
+                    async def sqlite3_get(i: int) -> object:
+                        return plain.execute(sql, (ids[i % len(ids)], key.id)).fetchall()
+
+                    out["get.sqlite3"] = await measure(sqlite3_get)
+                    out["get.aiosqlite"] = await measure(aiosqlite_get)
+                finally:
+                    plain.close()
+            out["get.repository"] = await measure(repo_get)
+            out["get.manager+convert"] = await measure(manager_get)
+        finally:
+            aiosqlite.core.Connection._execute = real_execute  # type: ignore[method-assign]
+            await db.close()
+    return out
+
+
+def print_breakdown(b: dict[str, Any]) -> None:
+    print(f"\nCPU per call by layer (in-process, one call at a time, best of 3 x {b['calls']}):")
+    print(f"{'layer':<28}{'CPU us/call':>12}{'wall us/call':>14}{'aiosqlite hops':>16}")
+    for name, m in b.items():
+        if isinstance(m, dict):
+            print(
+                f"{name:<28}{m['cpu_us_per_call']:>12.0f}{m['wall_us_per_call']:>14.0f}"
+                f"{m['aiosqlite_hops_per_call']:>16.1f}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -350,13 +522,21 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
     def pooled(attr: str) -> dict[str, Any]:
         phases: list[Phase] = [getattr(r, attr) for r in rounds]
         lat = [x for p in phases for x in p.latencies_ms]
+        calls = sum(p.calls for p in phases)
+        seconds = sum(p.seconds for p in phases)
+        known = [p.server_cpu_s for p in phases if p.server_cpu_s is not None]
+        all_known = len(known) == len(phases)
         return {
             "qps_median": statistics.median(p.qps for p in phases),
             "qps_per_round": [round(p.qps, 1) for p in phases],
             "p50_ms": percentile(lat, 50),
             "p99_ms": percentile(lat, 99),
-            "calls": sum(p.calls for p in phases),
+            "calls": calls,
             "errors": sum(p.errors for p in phases),
+            # CPU of the server process (all threads): % of one core, and per call.
+            "server_cpu_pct": 100 * sum(known) / seconds if all_known else None,
+            "server_cpu_ms_per_call": 1000 * sum(known) / calls if all_known and calls else None,
+            "client_cpu_pct": 100 * sum(p.client_cpu_s or 0.0 for p in phases) / seconds,
         }
 
     create_ratios = [r.create_ratio for r in rounds]
@@ -371,13 +551,13 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
         "ratios": {
             "create": {
                 "median": statistics.median(create_ratios),
-                "per_round": [round(x, 3) for x in create_ratios],
+                "per_round": [round(x, 4) for x in create_ratios],
                 "target": TARGETS["create"],
                 "met": statistics.median(create_ratios) >= TARGETS["create"],
             },
             "get": {
                 "median": statistics.median(get_ratios),
-                "per_round": [round(x, 3) for x in get_ratios],
+                "per_round": [round(x, 4) for x in get_ratios],
                 "target": TARGETS["get"],
                 "met": statistics.median(get_ratios) >= TARGETS["get"],
             },
@@ -388,6 +568,7 @@ def summarize(rounds: list[Round]) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "platform": platform.platform(),
         "processor": _cpu_model(),
         "python": platform.python_version(),
@@ -410,15 +591,23 @@ def print_table(doc: dict[str, Any]) -> None:
         f"parleyd unary bench - {doc['date']} - {cfg['rounds']} rounds x {cfg['seconds']}s"
         f" per phase, concurrency {cfg['concurrency']}, {doc['machine']['cpus']} cores"
     )
+    m = doc["machine"]
+    if m["loadavg_1m_at_start"] > 1.0:
+        print(
+            f"note: 1-minute load average was {m['loadavg_1m_at_start']} at the start on"
+            f" {m['cpus']} cores: other processes shared the CPU, absolute figures are low"
+        )
     header = (
-        f"{'workload':<24}{'QPS (median)':>14}{'p50 ms':>10}{'p99 ms':>10}{'calls':>9}{'err':>6}"
+        f"{'workload':<24}{'QPS (median)':>13}{'p50 ms':>9}{'p99 ms':>9}{'calls':>8}{'err':>5}"
+        f"{'srv CPU%':>10}{'srv ms/call':>13}{'cli CPU%':>10}"
     )
     print(header)
     print("-" * len(header))
     for name, w in summary["workloads"].items():
         print(
-            f"{name:<24}{w['qps_median']:>14.0f}{w['p50_ms']:>10.2f}{w['p99_ms']:>10.2f}"
-            f"{w['calls']:>9}{w['errors']:>6}"
+            f"{name:<24}{w['qps_median']:>13.0f}{w['p50_ms']:>9.2f}{w['p99_ms']:>9.2f}"
+            f"{w['calls']:>8}{w['errors']:>5}{_num(w['server_cpu_pct'], 0):>10}"
+            f"{_num(w['server_cpu_ms_per_call'], 3):>13}{_num(w['client_cpu_pct'], 0):>10}"
         )
     print()
     print(f"{'ratio parleyd/bare':<24}{'median':>10}{'target':>10}  {'':<8}per round")
@@ -428,6 +617,14 @@ def print_table(doc: dict[str, Any]) -> None:
         rounds = " ".join(f"{x:.2f}" for x in r["per_round"])
         target = f">= {r['target']}x"
         print(f"{label:<24}{r['median']:>9.2f}x{target:>10}  {verdict:<8}{rounds}")
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def print_profile(path: str, limit: int = 30) -> None:
@@ -448,8 +645,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per kind [0.5]")
     parser.add_argument("--json", action="store_true", help="print one JSON document only")
+    parser.add_argument("--verbose", action="store_true", help="say when each phase starts")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure CPU per call of each server layer in-process (adds a few seconds)",
+    )
     parser.add_argument(
         "--profile-out", default="", help="run the parleyd server under cProfile, stats to FILE"
+    )
+    parser.add_argument(
+        "--breakdown-only", action="store_true", help="only the --breakdown, no load runs"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0,
+        help="diagnostic: sys.setswitchinterval() in both servers (default: Python's 0.005)",
     )
     parser.add_argument("--role", choices=["echo", "parleyd"], help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
@@ -457,17 +669,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.role:
         _run_role(args)
         return
+    if args.breakdown_only:
+        result = asyncio.run(breakdown(1000))
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_breakdown(result)
+        return
     if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1 or args.max_calls < 1:
         parser.error("--rounds, --seconds, --concurrency and --max-calls must be positive")
 
+    load_at_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="parleyd-bench-") as tmp:
         db_url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        role = ["parleyd", "--database-url", db_url]
+        common = ["--switch-interval", str(args.switch_interval)] if args.switch_interval else []
+        role = ["parleyd", "--database-url", db_url, *common]
         if args.profile_out:
             role += ["--profile-out", str(Path(args.profile_out).resolve())]
         servers: list[ServerProc] = []
         try:
-            servers.append(start_server("echo", ["echo"]))
+            servers.append(start_server("echo", ["echo", *common]))
             servers.append(start_server("parleyd", role))
             if not args.json:
                 echo, parleyd = servers
@@ -483,7 +704,7 @@ def main(argv: list[str] | None = None) -> None:
             for s in reversed(servers):
                 s.stop()
 
-    doc = {
+    doc: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["bench/unary.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {
@@ -494,7 +715,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": args.warmup,
             "get_pool": GET_POOL,
         },
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_1m_at_start": load_at_start},
         "load_seconds": round(took, 1),
         "summary": summarize(rounds),
         "rounds": [
@@ -507,6 +728,8 @@ def main(argv: list[str] | None = None) -> None:
                         "p99_ms": round(p.pct(99), 3),
                         "calls": p.calls,
                         "errors": p.errors,
+                        "server_cpu_pct": _round(p.server_cpu_pct),
+                        "server_cpu_ms_per_call": _round(p.server_cpu_ms_per_call, 4),
                     }
                     for p in (r.bare_create, r.create, r.bare_get, r.get)
                 },
@@ -514,10 +737,14 @@ def main(argv: list[str] | None = None) -> None:
             for r in rounds
         ],
     }
+    if args.breakdown:
+        doc["breakdown"] = asyncio.run(breakdown(1000))
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         print_table(doc)
+        if args.breakdown:
+            print_breakdown(doc["breakdown"])
     if args.profile_out and not args.json:
         print_profile(args.profile_out)
 

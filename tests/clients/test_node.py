@@ -64,8 +64,7 @@ def run_client(node: str, target: str, api_key: str) -> tuple[int, dict[str, Any
 def test_node_client_create_get_list_terminate(node: str, parleyd_proc: ParleydProcess) -> None:
     rc, out, stderr = run_client(node, parleyd_proc.target, parleyd_proc.dev_api_key)
     assert rc == 0, f"{out}\n{stderr}\n--- server log ---\n{parleyd_proc.log()[-3000:]}"
-    assert out["ok"] is True
-    assert stderr == "", stderr
+    assert out["ok"] is True, f"{out}\n{stderr}"
 
     created, got, listed, ended = out["create"], out["get"], out["list"], out["terminate"]
     sid = created["id"]
