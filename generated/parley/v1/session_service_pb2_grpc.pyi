@@ -79,6 +79,14 @@ class SessionServiceStub:
     AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
     16-bit little-endian PCM mono in both directions.
 
+    Order of what the server sends: `opened` first (nothing is relayed before it); those
+    already in the session then get EVENT_TYPE_PARTICIPANT_JOINED. A reply of the AI arrives as
+    EVENT_TYPE_RESPONSE_STARTED, then its audio, text deltas and visemes in the order the AI made
+    them (offsets increasing), then the final text (is_final) and EVENT_TYPE_RESPONSE_DONE once
+    it is stored in the history; or EVENT_TYPE_INTERRUPTED after a barge-in, after which no more
+    of that reply comes. A stream that the server closes gets its reason first
+    (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
+
     Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
     INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
     seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
@@ -134,6 +142,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
     AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
     16-bit little-endian PCM mono in both directions.
+
+    Order of what the server sends: `opened` first (nothing is relayed before it); those
+    already in the session then get EVENT_TYPE_PARTICIPANT_JOINED. A reply of the AI arrives as
+    EVENT_TYPE_RESPONSE_STARTED, then its audio, text deltas and visemes in the order the AI made
+    them (offsets increasing), then the final text (is_final) and EVENT_TYPE_RESPONSE_DONE once
+    it is stored in the history; or EVENT_TYPE_INTERRUPTED after a barge-in, after which no more
+    of that reply comes. A stream that the server closes gets its reason first
+    (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
 
     Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
     INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
@@ -241,6 +257,14 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         message (`join`), not by an API key. The first USER to join makes the session ACTIVE once the
         AI side is ready, and then receives `opened`; the last USER leaving pauses it. Audio is
         16-bit little-endian PCM mono in both directions.
+
+        Order of what the server sends: `opened` first (nothing is relayed before it); those
+        already in the session then get EVENT_TYPE_PARTICIPANT_JOINED. A reply of the AI arrives as
+        EVENT_TYPE_RESPONSE_STARTED, then its audio, text deltas and visemes in the order the AI made
+        them (offsets increasing), then the final text (is_final) and EVENT_TYPE_RESPONSE_DONE once
+        it is stored in the history; or EVENT_TYPE_INTERRUPTED after a barge-in, after which no more
+        of that reply comes. A stream that the server closes gets its reason first
+        (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
 
         Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
         INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
