@@ -9,7 +9,7 @@ PROTO_FILES := $(sort $(wildcard proto/parley/v1/*.proto))
 GEN_DIR := generated
 NODE_DIR := tests/clients/node
 
-.PHONY: setup run test lint proto proto-check bench system-deps node-deps clean
+.PHONY: setup run test lint proto proto-check bench system-deps speech-deps node-deps clean
 
 # Idempotent: the venv is made once and reinstalled only when pyproject.toml changes.
 setup: $(STAMP)
@@ -21,11 +21,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: setup
+run: setup speech-deps
 	$(BIN)/parleyd serve
 
-# System packages the tests need (Node.js for the polyglot client test). Installed only when missing.
-system-deps:
+# System packages: espeak-ng (the built-in engine's voice) for run and test, Node.js for the
+# polyglot client tests. Installed with apt-get only when missing.
+speech-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  echo "installing espeak-ng with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; }
+
+system-deps: speech-deps
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 	  echo "installing nodejs/npm with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
@@ -49,7 +55,8 @@ lint: setup
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
-# Regenerates generated/ from proto/ (python, pyi, grpc and typed grpc stubs). Never edit generated/.
+# Regenerates generated/ from proto/ (python, pyi, grpc and typed grpc stubs, and parley.binpb: a
+# FileDescriptorSet with imports and source info, served by reflection). Never edit generated/.
 proto: setup
 	rm -rf $(GEN_DIR)/parley
 	$(MAKE) --no-print-directory _gen OUT=$(GEN_DIR)
@@ -60,6 +67,8 @@ _gen:
 	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 	  --python_out=$(OUT) --pyi_out=$(OUT) --grpc_python_out=$(OUT) --mypy_grpc_out=$(OUT) \
 	  $(PROTO_FILES)
+	$(PY) -m grpc_tools.protoc -Iproto --include_imports --include_source_info \
+	  --descriptor_set_out=$(OUT)/parley/v1/parley.binpb $(PROTO_FILES)
 	touch $(OUT)/parley/__init__.py $(OUT)/parley/v1/__init__.py $(OUT)/parley/py.typed
 
 # Fails when generated/ no longer matches what proto/ generates.
@@ -70,6 +79,7 @@ proto-check: setup
 
 bench: setup
 	$(PY) bench/unary.py
+	$(PY) bench/interact.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules
