@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+from pathlib import Path
 
 from parleyd import __version__, logs
 from parleyd.config import Settings, add_arguments, load_settings
@@ -45,7 +47,44 @@ def main(argv: list[str] | None = None) -> None:
     revoke.add_argument("key_id")
     revoke.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
 
+    talk = sub.add_parser("talk", help="talk to a character on a running server")
+    talk.add_argument("--target", default="127.0.0.1:50051", help="host:port of parleyd")
+    talk.add_argument(
+        "--api-key", default=os.environ.get("PARLEYD_API_KEY", ""), help="[PARLEYD_API_KEY]"
+    )
+    talk.add_argument("--text", action="append", default=[], help="something to say (repeatable)")
+    talk.add_argument("--wav", type=Path, help="a WAV file of your question (any rate)")
+    talk.add_argument("--out", type=Path, help="save the character's voice to this WAV file")
+    talk.add_argument("--agent-id", default="brom")
+    talk.add_argument("--profile", default="shopkeeper")
+    talk.add_argument(
+        "--situation",
+        default=(
+            "You are Brom, the blacksmith of Oakvale. You sell swords for 40 gold and shields "
+            "for 25 gold. Your forge is next to the well. The mayor is Elsa."
+        ),
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "talk":
+        from parleyd.talk import talk as run_talk
+
+        if not args.api_key or not (args.text or args.wav):
+            parser.error("talk needs --api-key (or PARLEYD_API_KEY) and --text or --wav")
+        sys.exit(
+            asyncio.run(
+                run_talk(
+                    args.target,
+                    args.api_key,
+                    texts=args.text,
+                    wav=args.wav,
+                    out=args.out,
+                    agent_id=args.agent_id,
+                    profile=args.profile,
+                    situation=args.situation,
+                )
+            )
+        )
     if args.command == "serve":
         settings = load_settings(args)
         logs.configure(settings.log_level, settings.log_format)

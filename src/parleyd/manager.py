@@ -291,6 +291,17 @@ class SessionManager:
         key = ApiKey(current.api_key_id, "", current.max_duration_ms, 0)
         return await self.update_session(key, session_id, changes, paths)
 
+    async def set_summary(self, session_id: str, summary: str) -> Session:
+        """The AI side's summary of the conversation (output only for callers)."""
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self.repo.get_session(session_id)
+            updated = await self.repo.update_session(
+                current, {"summary": summary[:4_096]}, now_ms=self.now_ms()
+            )
+            if updated is not None:
+                return updated
+        raise RuntimeError(f"session {session_id} kept changing while its summary was set")
+
     async def disconnect_session(self, key: ApiKey, session_id: str) -> Session:
         check_session_id(session_id)
         return await self.apply(session_id, SessionEvent.DISCONNECT, api_key_id=key.id)

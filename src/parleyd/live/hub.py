@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from parleyd.domain.lifecycle import SessionEvent, SessionState, Transition
 from parleyd.domain.session import Session
+from parleyd.live.participant import Participant
 from parleyd.live.room import Room
 from parleyd.manager import SessionManager
 
@@ -38,8 +40,13 @@ class Hub:
         self.manager = manager
         self.settings = settings or LiveSettings()
         self.rooms: dict[str, Room] = {}
-        self.builtin_engine_available = False
+        # Makes the built-in AI participant of a room (engine.factory); None: not available.
+        self.agent_factory: Callable[[Room], Participant] | None = None
         manager.on_transition(self._on_transition)
+
+    @property
+    def builtin_engine_available(self) -> bool:
+        return self.agent_factory is not None
 
     def room_for(self, session: Session) -> Room:
         room = self.rooms.get(session.id)

@@ -64,6 +64,42 @@ class ReplyStartIn:
 class ReplyAudioIn:
     pcm: bytes
     interaction_id: str = ""
+    sample_rate: int | None = None  # None: the agent's joined rate
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyVideoIn:
+    """AGENT: a frame of avatar video for the reply in flight (or idle, with no reply)."""
+
+    image: bytes
+    mime_type: str
+    width: int
+    height: int
+    interaction_id: str = ""
+    offset_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyCancelIn:
+    """AGENT: it stopped a reply because the user spoke over it (barge-in it detected itself)."""
+
+    interaction_id: str = ""
+    played_ms: int | None = None  # the agent's estimate, used when the client sent no marks
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptIn:
+    """AGENT: what the user said, as the agent recognised it; final ones enter the history."""
+
+    text: str
+    is_final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechIn:
+    """AGENT: the user started (or stopped) speaking, as the agent's voice detection heard it."""
+
+    started: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +134,8 @@ InFrame = (
     | ReplyTextIn
     | ReplyVisemesIn
     | ReplyEndIn
+    | ReplyVideoIn
+    | ReplyCancelIn
+    | TranscriptIn
+    | SpeechIn
 )

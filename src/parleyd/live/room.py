@@ -32,7 +32,9 @@ from parleyd.live.frames import (
     Role,
     StreamError,
     Text,
+    Transcript,
     TriggerOut,
+    Video,
     Visemes,
 )
 from parleyd.live.participant import Participant
@@ -107,9 +109,7 @@ class Room:
 
     @property
     def ai_ready(self) -> bool:
-        if self.session.agent_mode == AgentMode.EXTERNAL:
-            return self.agent is not None
-        return self.hub.builtin_engine_available
+        return self.agent is not None
 
     async def join(self, p: Participant, *, takeover: bool) -> None:
         """Adds `p`; raises AlreadyExists / FailedPrecondition and changes nothing when refused."""
@@ -161,10 +161,29 @@ class Room:
             self._replace(current[0])
         self._cancel("pause")
         self._add(p)
+        if self.session.agent_mode == AgentMode.BUILTIN and self.agent is None:
+            self._attach_builtin()
         if self.ai_ready:
             await self._activate()
         else:
             self._start_agent_wait(p)
+
+    def _attach_builtin(self) -> None:
+        """The built-in engine joins as this room's AGENT (it leaves again when the room pauses)."""
+        assert self.hub.agent_factory is not None
+        engine = self.hub.agent_factory(self)
+        self.agent = engine
+        self._add(engine)
+        self._open(engine)
+        start = getattr(engine, "start", None)
+        if callable(start):
+            start()
+
+    def _detach_builtin(self, reason: str) -> None:
+        if self.session.agent_mode == AgentMode.BUILTIN and self.agent is not None:
+            engine = self.agent
+            self._remove(engine)
+            engine.close(CloseCode.OK, reason)
 
     def _add(self, p: Participant) -> None:
         self.participants[p.id] = p
@@ -295,6 +314,7 @@ class Room:
             for u in self.users:
                 self._remove(u)
                 u.close(CloseCode.OK, "session paused")
+            self._detach_builtin("session paused")
         elif step.target.ended:
             self._cancel_all()
             self._broadcast(
@@ -349,15 +369,17 @@ class Room:
         else:
             self._error(p, "an OBSERVER can only send `leave`", code=_FAILED_PRECONDITION)
 
-    def _check_pcm(self, p: Participant, pcm: bytes, field: str) -> bool:
+    def _check_pcm(self, p: Participant, pcm: bytes, field: str, rate: int = 0) -> bool:
         if len(pcm) % 2:
             self._error(p, "PCM16 audio must have an even number of bytes", field)
             return False
-        if len(pcm) > p.max_chunk_bytes:
+        rate = rate or p.sample_rate
+        limit = rate * min(p.chunk_ms, 1000) // 1000 * 2
+        if len(pcm) > limit:
             self._error(
                 p,
                 f"chunk of {len(pcm)} bytes is longer than the declared {min(p.chunk_ms, 1000)} "
-                f"ms ({p.max_chunk_bytes} bytes at {p.sample_rate} Hz)",
+                f"ms ({limit} bytes at {rate} Hz)",
                 field,
             )
             return False
@@ -427,16 +449,15 @@ class Room:
             await self._start_reply(p, frame.interaction_id)
         elif isinstance(frame, i.ReplyAudioIn | i.AudioIn):
             implicit = self._implicit(frame)
-            if not self._check_pcm(p, frame.pcm, "reply_audio.pcm") or not frame.pcm:
+            rate = getattr(frame, "sample_rate", None) or p.sample_rate
+            if not self._check_pcm(p, frame.pcm, "reply_audio.pcm", rate) or not frame.pcm:
                 return
             reply = await self._reply_of(p, implicit, getattr(frame, "interaction_id", ""))
             if reply is None:
                 return
             if not reply.interrupted:
-                out = Audio(
-                    frame.pcm, p.sample_rate, p.id, reply.interaction_id, int(reply.audio_ms)
-                )
-                reply.audio_ms += len(frame.pcm) / 2 / p.sample_rate * 1000
+                out = Audio(frame.pcm, rate, p.id, reply.interaction_id, int(reply.audio_ms))
+                reply.audio_ms += len(frame.pcm) / 2 / rate * 1000
                 self._to_roles(out, (Role.USER, Role.OBSERVER))
             if implicit:
                 await self._end_reply(reply)
@@ -470,10 +491,51 @@ class Room:
                 self._error(p, "no reply in flight to end", "reply_end", _FAILED_PRECONDITION)
                 return
             await self._end_reply(reply)
+        elif isinstance(frame, i.ReplyVideoIn):
+            reply = self._reply_for(frame.interaction_id) if frame.interaction_id else None
+            if reply is None or not reply.interrupted:
+                video = Video(
+                    frame.image,
+                    frame.mime_type,
+                    frame.width,
+                    frame.height,
+                    frame.interaction_id,
+                    frame.offset_ms,
+                )
+                self._to_roles(video, (Role.USER, Role.OBSERVER))
+        elif isinstance(frame, i.ReplyCancelIn):
+            reply = self._reply_for(frame.interaction_id)
+            if reply is not None and not reply.ended:
+                # What the client reported played wins; the agent's estimate stands in without it.
+                played = reply.played_ms or frame.played_ms or 0
+                await self._cut_reply(reply, played, notify=True)
+        elif isinstance(frame, i.TranscriptIn):
+            await self._user_transcript(frame)
+        elif isinstance(frame, i.SpeechIn):
+            user = self.users[0].info if self.users else None
+            kind = EventType.SPEECH_STARTED if frame.started else EventType.SPEECH_STOPPED
+            self._to_roles(Event(kind, participant=user), (Role.USER, Role.OBSERVER))
         elif isinstance(frame, i.ContextIn):
             await self._apply_context(p, frame)
         else:
             self._error(p, f"{type(frame).__name__} is for a USER only", code=_FAILED_PRECONDITION)
+
+    async def _user_transcript(self, frame: i.TranscriptIn) -> None:
+        """The agent recognised the user's speech: final text enters the history, then is shown."""
+        if not frame.text.strip() or len(frame.text) > TEXT_MAX_CHARS:
+            return
+        user = self.users[0] if self.users else None
+        if frame.is_final:
+            await self._store(MessageRole.USER, frame.text, "")
+        self._to_roles(
+            Transcript(
+                frame.text,
+                user.id if user else "",
+                user.speaker_id if user else "",
+                frame.is_final,
+            ),
+            (Role.USER, Role.OBSERVER),
+        )
 
     # -- replies ------------------------------------------------------------------------------
 
