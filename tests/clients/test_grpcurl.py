@@ -253,24 +253,7 @@ def test_describe_session_message(grpcurl: Grpcurl) -> None:
     assert "SESSION_STATE_TERMINATED = 4;" in enum.stdout, enum.stdout
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "proto-files",
-        pytest.param(
-            "reflection",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "server gap: parleyd's reflection serves the descriptors compiled into the "
-                    "Python stubs, which carry no SourceCodeInfo, so `grpcurl describe` shows no "
-                    "comments. Remove this mark when reflection serves a descriptor set built "
-                    "with --include_source_info."
-                ),
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("source", ["proto-files", "reflection"])
 def test_describe_shows_field_comments(grpcurl: Grpcurl, source: str) -> None:
     if source == "proto-files":
         # The comment is in the contract, and grpcurl prints it when it has source info.

@@ -12,13 +12,13 @@ import logging
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from parley.v1 import session_service_pb2, session_service_pb2_grpc
 
 from parleyd.config import Settings
 from parleyd.grpc.auth import ApiKeyInterceptor
 from parleyd.grpc.calllog import CallLogInterceptor
 from parleyd.grpc.interact import InteractHandler
+from parleyd.grpc.reflection import enable_reflection
 from parleyd.grpc.session_service import SessionServicer
 from parleyd.live.hub import Hub, LiveSettings
 from parleyd.manager import SessionManager
@@ -65,9 +65,7 @@ class ParleydServer:
             interceptors=[CallLogInterceptor(), ApiKeyInterceptor(self.manager)],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         self.hub = Hub(
             self.manager,
             LiveSettings(

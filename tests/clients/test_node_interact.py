@@ -1,0 +1,302 @@
+"""A Node.js USER and a Python AGENT in one conversation on a real `parleyd serve` process.
+
+The Node client (tests/clients/node/interact.js: @grpc/grpc-js + @grpc/proto-loader on the repo's
+proto/) joins as ROLE_USER and types a line; a Python AGENT (grpc.aio) attached to the same
+AGENT_MODE_EXTERNAL session answers "You said: <text>". Needs `node` and
+tests/clients/node/node_modules (`make node-deps`): without them the test skips, saying why, unless
+CI is set: then it fails.
+
+`EchoAgent` and `external_session` are also used by test_grpcurl_interact.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from parley.v1 import interact_pb2 as ip
+from parley.v1 import message_pb2, session_pb2, session_service_pb2, session_service_pb2_grpc
+
+from tests.clients.conftest import PROTO_DIR, ParleydProcess
+from tests.clients.test_node import NODE_DIR, _missing
+from tests.interact_client import Peer, has, is_event
+
+INTERACT_JS = NODE_DIR / "interact.js"
+NODE_RUN_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
+STEP_TIMEOUT_S = 10.0
+E = ip.EventType
+
+
+@pytest.fixture(scope="module")
+def node_exe() -> str:
+    """The `node` command; skips (or fails when CI is set) exactly like test_node.py."""
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {reason}")
+        pytest.skip(reason)
+    exe = shutil.which("node")
+    assert exe is not None
+    return exe
+
+
+def reply_to(text: str) -> str:
+    return f"You said: {text}"
+
+
+@dataclass
+class ExternalSession:
+    target: str
+    api_key: str
+    channel: grpc.aio.Channel
+    stub: session_service_pb2_grpc.SessionServiceStub
+    session_id: str
+    access_token: str
+
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return (("x-api-key", self.api_key),)
+
+    async def get(self) -> session_pb2.Session:
+        resp = await self.stub.GetSession(
+            session_service_pb2.GetSessionRequest(session_id=self.session_id),
+            metadata=self.md(),
+            timeout=STEP_TIMEOUT_S,
+        )
+        return resp.session
+
+    async def messages(self) -> list[message_pb2.Message]:
+        resp = await self.stub.ListMessages(
+            session_service_pb2.ListMessagesRequest(session_id=self.session_id),
+            metadata=self.md(),
+            timeout=STEP_TIMEOUT_S,
+        )
+        return list(resp.messages)
+
+    async def wait_state(self, state: int, timeout: float = STEP_TIMEOUT_S) -> session_pb2.Session:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            s = await self.get()
+            if s.state == state or loop.time() > deadline:
+                assert s.state == state, (
+                    f"session stayed {session_pb2.SessionState.Name(s.state)}, wanted "
+                    f"{session_pb2.SessionState.Name(state)}"
+                )
+                return s
+            await asyncio.sleep(0.05)
+
+    async def terminate(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.stub.TerminateSession(
+                session_service_pb2.TerminateSessionRequest(session_id=self.session_id),
+                metadata=self.md(),
+                timeout=STEP_TIMEOUT_S,
+            )
+
+
+@contextlib.asynccontextmanager
+async def external_session(server: ParleydProcess, **fields: Any) -> AsyncIterator[ExternalSession]:
+    """A new AGENT_MODE_EXTERNAL session (dev key, Python client); terminated at the end."""
+    channel = grpc.aio.insecure_channel(server.target, options=[("grpc.enable_http_proxy", 0)])
+    try:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        fields.setdefault("agent_id", "echo-npc")
+        created = await stub.CreateSession(
+            session_service_pb2.CreateSessionRequest(
+                session=session_pb2.Session(agent_mode=session_pb2.AGENT_MODE_EXTERNAL, **fields),
+                request_id=str(uuid.uuid4()),
+            ),
+            metadata=(("x-api-key", server.dev_api_key),),
+            timeout=STEP_TIMEOUT_S,
+        )
+        session = ExternalSession(
+            server.target,
+            server.dev_api_key,
+            channel,
+            stub,
+            created.session.id,
+            created.access_token,
+        )
+        try:
+            yield session
+        finally:
+            await session.terminate()
+    finally:
+        await channel.close()
+
+
+@dataclass
+class EchoAgent:
+    """A Python AGENT on Interact that answers each user text with "You said: <text>"."""
+
+    peer: Peer
+    heard: list[ip.TextOutput] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def opened(self) -> ip.Opened:
+        assert self.peer.opened is not None
+        return self.peer.opened
+
+    async def _serve(self) -> None:
+        while True:
+            msg = await self.peer.read(timeout=NODE_RUN_TIMEOUT_S * 2)
+            if msg is None:
+                return
+            if msg.WhichOneof("payload") == "text" and msg.text.from_role == ip.ROLE_USER:
+                self.heard.append(msg.text)
+                await self.peer.send(text=ip.TextInput(text=reply_to(msg.text.text)))
+
+    async def wait_heard(self, n: int, timeout: float = STEP_TIMEOUT_S) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.heard) < n:
+            assert loop.time() < deadline, f"the agent heard {len(self.heard)} texts, not {n}"
+            assert self.task is not None
+            if self.task.done():
+                self.task.result()  # raises what ended it
+                raise AssertionError(f"the agent's stream ended; saw {self.peer.kinds()}")
+            await asyncio.sleep(0.02)
+
+    async def wait_event(self, kind: int, timeout: float = STEP_TIMEOUT_S) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not any(is_event(kind)(m) for m in self.peer.seen):
+            assert loop.time() < deadline, f"no {E.Name(kind)} for the agent: {self.peer.kinds()}"
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def echo_agent(session: ExternalSession) -> AsyncIterator[EchoAgent]:
+    """Joins `session` as ROLE_AGENT, waits for `opened`, answers in the background; at the end
+    leaves and checks that the server closed the agent's stream with OK."""
+    call = session.stub.Interact()
+    peer = Peer(call, ip.ROLE_AGENT)
+    await peer.send(
+        join=ip.Join(
+            session_id=session.session_id,
+            access_token=session.access_token,
+            role=ip.ROLE_AGENT,
+            audio_format=ip.AudioFormat(sample_rate=16_000, chunk_ms=20),
+            client=ip.ClientInfo(name="python-echo-agent", engine="grpc.aio"),
+        )
+    )
+    peer.opened = (await peer.until(has("opened"), timeout=STEP_TIMEOUT_S)).opened
+    agent = EchoAgent(peer)
+    agent.task = asyncio.create_task(agent._serve())
+    try:
+        yield agent
+    finally:
+        if not agent.task.done():
+            with contextlib.suppress(grpc.aio.UsageError, grpc.aio.AioRpcError):
+                await peer.send(leave=ip.Leave(reason="test done"))
+                await call.done_writing()
+            try:
+                await asyncio.wait_for(agent.task, STEP_TIMEOUT_S)
+            finally:
+                call.cancel()
+        code = await asyncio.wait_for(call.code(), STEP_TIMEOUT_S)
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED), code
+
+
+async def run_node_user(
+    node_exe: str, session: ExternalSession, text: str
+) -> tuple[int, dict[str, Any], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEYD_")}
+    env["PARLEYD_PROTO_DIR"] = str(PROTO_DIR)
+    proc = await asyncio.create_subprocess_exec(
+        node_exe,
+        str(INTERACT_JS),
+        session.target,
+        session.session_id,
+        session.access_token,
+        text,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=NODE_DIR,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), NODE_RUN_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(
+            f"node {INTERACT_JS.name} ran longer than {NODE_RUN_TIMEOUT_S}s"
+        ) from None
+    assert proc.returncode is not None
+    lines = stdout.decode().strip().splitlines()
+    assert len(lines) == 1, f"expected one JSON line on stdout:\n{stdout!r}\n{stderr.decode()}"
+    return proc.returncode, json.loads(lines[0]), stderr.decode()
+
+
+async def test_node_user_talks_to_a_python_agent(
+    node_exe: str, parleyd_proc: ParleydProcess
+) -> None:
+    text = f"hello from node {uuid.uuid4().hex[:8]}"
+    async with external_session(parleyd_proc, user_id="node-user") as session:
+        assert (await session.get()).state == session_pb2.SESSION_STATE_CREATED
+        async with echo_agent(session) as agent:
+            assert agent.opened.role == ip.ROLE_AGENT
+            rc, out, stderr = await run_node_user(node_exe, session, text)
+            failure = f"{out}\n{stderr}\n--- server log ---\n{parleyd_proc.log()[-3000:]}"
+            assert rc == 0, failure
+            assert out["ok"] is True, failure
+
+            # What the Node user saw.
+            assert out["opened_state"] == "SESSION_STATE_ACTIVE"
+            assert out["participant_id"].startswith("p_")
+            assert out["reply_text"] == reply_to(text)
+            assert out["interaction_id"]
+            assert out["sequence_ok"] is True, out["sequences"]
+            assert out["sequences"] == list(range(1, len(out["kinds"]) + 1))
+            assert out["kinds"][0] == "opened"
+            events = out["events"]
+            started = events.index("EVENT_TYPE_RESPONSE_STARTED")
+            done = events.index("EVENT_TYPE_RESPONSE_DONE")
+            assert started < done, events
+            kinds = out["kinds"]
+            assert (
+                kinds.index("EVENT_TYPE_RESPONSE_STARTED")
+                < kinds.index("text")
+                < kinds.index("EVENT_TYPE_RESPONSE_DONE")
+            ), kinds
+            assert out["close_code"] == "OK"
+
+            # What the Python agent saw: the user's text, relayed with its role, then the leave.
+            assert [(t.text, t.from_role) for t in agent.heard] == [(text, ip.ROLE_USER)]
+            assert agent.heard[0].from_participant_id == out["participant_id"]
+            await agent.wait_event(E.EVENT_TYPE_PARTICIPANT_LEFT)
+
+        # Both turns are in the history, in order; the user's leave paused the session.
+        history = await session.messages()
+        assert [(m.role, m.text) for m in history] == [
+            (message_pb2.MESSAGE_ROLE_USER, text),
+            (message_pb2.MESSAGE_ROLE_AGENT, reply_to(text)),
+        ]
+        assert [m.index for m in history] == [1, 2]
+        assert history[1].interaction_id == out["interaction_id"]
+        await session.wait_state(session_pb2.SESSION_STATE_PAUSED)
+
+
+async def test_node_user_with_a_wrong_token_fails_loudly(
+    node_exe: str, parleyd_proc: ParleydProcess
+) -> None:
+    async with external_session(parleyd_proc) as session:
+        session.access_token = "pat_not-the-token"
+        rc, out, _ = await run_node_user(node_exe, session, "hi")
+        assert rc == 1, out
+        assert out["ok"] is False
+        assert out["close_code"] == "UNAUTHENTICATED", out
+        assert out["opened_state"] is None
+        assert out["sequences"] == []
