@@ -340,3 +340,20 @@ async def test_trigger_reaches_agent(live: Running) -> None:
     got = await agent.until(has("trigger"))
     assert got.trigger.trigger.name == "player_entered"
     assert dict(got.trigger.trigger.payload) == {"door": "north", "hp": 12}
+
+
+async def test_half_closed_client_still_gets_the_answer_then_leaves(live: Running) -> None:
+    """grpcurl -d @ sends its messages and closes its side: the reply must still reach it."""
+    sid, tok = await create_session(live)
+    agent = await join(live, sid, tok, AGENT)
+    user = await join(live, sid, tok, USER)
+    await user.send(text=ip.TextInput(text="are you there?"))
+    await user.call.done_writing()
+    await agent.until(has("text"))
+    await asyncio.sleep(0.3)  # the agent thinks for a while
+    await agent.send(text=ip.TextInput(text="Always."))
+    final = await user.until(lambda m: has("text")(m) and m.text.is_final)
+    assert final.text.text == "Always."
+    assert await user.drain_to_end(timeout=5) is not None
+    assert await user.call.code() == grpc.StatusCode.OK
+    await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout=3)

@@ -39,6 +39,10 @@ from parleyd.manager import SessionManager
 log = logging.getLogger("parleyd.interact")
 
 JOIN_TIMEOUT_S = 10.0
+# After a client half-closes, it keeps receiving until nothing has come for this long (a reply
+# to its last message is still on its way), and at most for the longer bound.
+HALF_CLOSE_QUIET_S = 1.5
+HALF_CLOSE_LINGER_MAX_S = 30.0
 MIN_RATE, MAX_RATE = 8_000, 48_000
 MIN_CHUNK_MS, MAX_CHUNK_MS = 10, 100
 
@@ -152,7 +156,9 @@ class InteractHandler:
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
-                # The client finished sending: that is its way of leaving.
+                # The client finished sending (grpcurl -d @ does so at the end of its input):
+                # it still gets the answer to what it sent, then it leaves.
+                await self._linger(room, p)
                 await room.leave(p, "client closed its side of the stream")
                 p.close(CloseCode.OK, "left")
                 return
@@ -161,6 +167,17 @@ class InteractHandler:
                 p.deliver(StreamError(3, frame))
                 continue
             await room.receive(p, frame)
+
+    async def _linger(self, room: Room, p: Participant) -> None:
+        """Waits until the room has been quiet toward `p` for a moment (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HALF_CLOSE_LINGER_MAX_S
+        while loop.time() < deadline and not p.closed:
+            busy = room.reply is not None and not room.reply.ended
+            quiet_for = time.monotonic() - p.last_delivery
+            if not busy and quiet_for >= HALF_CLOSE_QUIET_S:
+                return
+            await asyncio.sleep(0.05)
 
     async def _write(self, context: Any, room: Room, p: Participant) -> Close:
         sequence = 0

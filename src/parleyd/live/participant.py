@@ -8,6 +8,8 @@ built-in engine: its own task). A slow transport loses its own oldest media, not
 
 from __future__ import annotations
 
+import time
+
 from parleyd.live.frames import (
     Audio,
     Close,
@@ -53,6 +55,7 @@ class Participant:
         self.outbox = Outbox(outbox_capacity)
         self.opened = False
         self.closed = False
+        self.last_delivery = time.monotonic()
         self._resamplers: dict[tuple[str, int], Resampler] = {}
 
     @property
@@ -80,6 +83,7 @@ class Participant:
             return
         if isinstance(frame, Audio) and frame.sample_rate != self.sample_rate:
             frame = self._resampled(frame)
+        self.last_delivery = time.monotonic()
         self.outbox.put(frame)
 
     def close(self, code: CloseCode, reason: str) -> None:
