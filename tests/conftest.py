@@ -132,6 +132,8 @@ async def start_server(database_url: str, **overrides: Any) -> Running:
         expiry_interval_ms=overrides.pop("expiry_interval_ms", 100),
         drain_timeout_ms=overrides.pop("drain_timeout_ms", 500),
         log_level="WARNING",
+        # The built-in engine loads speech models: only the tests that talk to it turn it on.
+        engine=overrides.pop("engine", "off"),
         **overrides,
     )
     server = ParleydServer(settings)

@@ -78,6 +78,35 @@ SETTINGS: tuple[Setting, ...] = (
         "Frames queued toward one participant before its oldest media is dropped.",
         int,
     ),
+    Setting(
+        "engine",
+        "on",
+        "The built-in AI engine for AGENT_MODE_BUILTIN sessions: on or off.",
+    ),
+    Setting(
+        "end_of_turn_silence",
+        "300ms",
+        "Silence after speech that ends the user's turn (built-in engine).",
+    ),
+    Setting(
+        "greeting",
+        "on",
+        "Whether the built-in character greets when a session opens (metadata greeting=off "
+        "turns it off per session).",
+    ),
+    Setting(
+        "playback_lead",
+        "200ms",
+        "How far ahead of real time the built-in engine streams its voice.",
+    ),
+    Setting(
+        "llm_base_url",
+        "",
+        "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for the engine's brain; "
+        "empty: the offline brain.",
+    ),
+    Setting("llm_model", "", "Model name sent to the LLM endpoint."),
+    Setting("llm_api_key", "", "Bearer key for the LLM endpoint."),
     Setting("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Setting("log_format", "text", "text (key=value) or json (one JSON object per line)."),
 )
@@ -99,6 +128,13 @@ class Settings:
     expiring_lead_ms: int = 30_000
     heartbeat_interval_ms: int = 2_000
     outbox_capacity: int = 256
+    engine: str = "on"
+    end_of_turn_silence_ms: int = 300
+    greeting: str = "on"
+    playback_lead_ms: int = 200
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -140,6 +176,10 @@ def load_settings(
     if out["sqlite_synchronous"].upper() not in ("NORMAL", "FULL"):
         raise SystemExit(f"--sqlite-synchronous: {out['sqlite_synchronous']!r} is not NORMAL/FULL")
     out["sqlite_synchronous"] = out["sqlite_synchronous"].upper()
+    for name in ("engine", "greeting"):
+        if out[name].lower() not in ("on", "off"):
+            raise SystemExit(f"--{name}: {out[name]!r} is not on/off")
+        out[name] = out[name].lower()
     if out["outbox_capacity"] < 16:
         raise SystemExit("--outbox-capacity must be at least 16")
     return Settings(**out)

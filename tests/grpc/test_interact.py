@@ -302,7 +302,7 @@ async def test_user_waiting_is_opened_when_agent_attaches(live: Running) -> None
     assert opened.opened.session.state == session_pb2.SESSION_STATE_ACTIVE
 
 
-async def test_builtin_session_refused_until_engine_exists(live: Running) -> None:
+async def test_builtin_session_refused_when_the_engine_is_off(live: Running) -> None:
     sid, tok = await create_session(live, external=False)
     user = await join(live, sid, tok, USER, wait_opened=False)
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from parley.v1 import session_service_pb2, session_service_pb2_grpc
 
 from parleyd.config import Settings
-from parleyd.grpc.auth import ApiKeyInterceptor
-from parleyd.grpc.calllog import CallLogInterceptor
+from parleyd.grpc.auth import needs_api_key, with_api_key
+from parleyd.grpc.calllog import MethodTable
 from parleyd.grpc.interact import InteractHandler
 from parleyd.grpc.reflection import enable_reflection
 from parleyd.grpc.session_service import SessionServicer
@@ -60,12 +61,11 @@ class ParleydServer:
         self.manager = SessionManager(
             self.repo, default_resume_window_ms=s.default_resume_window_ms
         )
-        self._server = server = grpc.aio.server(
-            options=SERVER_OPTIONS,
-            interceptors=[CallLogInterceptor(), ApiKeyInterceptor(self.manager)],
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        # No interceptors: every handler is wrapped once here (auth, call log), not per call.
+        self._server = server = grpc.aio.server(options=SERVER_OPTIONS)
+        methods = _Methods()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, methods)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), methods)
         self.hub = Hub(
             self.manager,
             LiveSettings(
@@ -76,10 +76,17 @@ class ParleydServer:
                 heartbeat_interval_ms=s.heartbeat_interval_ms,
             ),
         )
+        if s.engine == "on":
+            try:
+                self.hub.agent_factory = _engine_factory(s)
+            except (ImportError, OSError) as exc:
+                # A missing speech component must not take the sessions API down with it.
+                log.error("built-in engine unavailable: %s", exc)
         await self.hub.recover()
         servicer = SessionServicer(self.manager, grpc_target="")
         servicer.set_interact(InteractHandler(self.manager, self.hub))
-        session_service_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
+        session_service_pb2_grpc.add_SessionServiceServicer_to_server(servicer, methods)
+        server.add_generic_rpc_handlers((methods.table(self.manager),))
         self.port = server.add_insecure_port(f"{_host_for_bind(s.host)}:{s.port}")
         servicer.set_grpc_target(s.advertised_grpc_target(self.port))
         await server.start()
@@ -120,6 +127,34 @@ class ParleydServer:
         log.info("stopped")
 
 
+class _Methods:
+    """Stands in for the server while generated add_*_to_server functions register handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, generic_handlers: Any) -> None:
+        pass  # the same handlers arrive by name through add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        for name, handler in handlers.items():
+            self.handlers[f"/{service}/{name}"] = handler
+
+    def table(self, manager: SessionManager) -> MethodTable:
+        service = session_service_pb2.DESCRIPTOR.services_by_name["SessionService"]
+        missing = [
+            m.name for m in service.methods if f"/{SERVICE_NAME}/{m.name}" not in self.handlers
+        ]
+        if missing:
+            raise RuntimeError(f"SessionService methods not registered: {missing}")
+        return MethodTable(
+            {
+                method: with_api_key(h, manager) if needs_api_key(method, h) else h
+                for method, h in self.handlers.items()
+            }
+        )
+
+
 def _host_for_bind(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -129,3 +164,20 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _engine_factory(s: Settings) -> Any:
+    from parleyd.engine.agent import EngineSettings
+    from parleyd.engine.factory import default_parts, engine_factory
+
+    environ = {
+        "PARLEYD_LLM_BASE_URL": s.llm_base_url,
+        "PARLEYD_LLM_MODEL": s.llm_model,
+        "PARLEYD_LLM_API_KEY": s.llm_api_key,
+    }
+    settings = EngineSettings(
+        end_of_turn_silence_ms=s.end_of_turn_silence_ms,
+        playback_lead_ms=s.playback_lead_ms,
+        greeting=s.greeting == "on",
+    )
+    return engine_factory(default_parts({k: v for k, v in environ.items() if v}), settings)

@@ -149,8 +149,9 @@ class Room:
     async def _join_user(self, p: Participant, takeover: bool) -> None:
         if self.session.agent_mode == AgentMode.BUILTIN and not self.hub.builtin_engine_available:
             raise FailedPrecondition(
-                "the built-in AI engine is not available in this server yet; create the session "
-                "with agent_mode AGENT_MODE_EXTERNAL and attach your own AGENT"
+                "the built-in AI engine is not available on this server (it runs with --engine "
+                "off, or a speech component is missing: see its log); create the session with "
+                "agent_mode AGENT_MODE_EXTERNAL and attach your own AGENT"
             )
         current = self.users
         if len(current) >= self.hub.settings.max_users:
@@ -578,8 +579,8 @@ class Room:
         self._remember(reply)
         if reply.interrupted:
             return
-        text = reply.text()
-        if text.strip():
+        text = reply.text().strip()
+        if text:
             # Stored before anyone is told the reply is done.
             await self._store(MessageRole.AGENT, text, reply.interaction_id)
             self._to_roles(
