@@ -77,9 +77,10 @@ proto-check: setup
 	  if diff -r -x __pycache__ $$tmp/parley $(GEN_DIR)/parley; then rm -rf $$tmp; echo "generated/ is up to date"; \
 	  else rm -rf $$tmp; echo "generated/ is stale: run 'make proto' and commit"; exit 1; fi
 
-bench: setup
+bench: setup speech-deps
 	$(PY) bench/unary.py
 	$(PY) bench/interact.py
+	$(PY) bench/voice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules
