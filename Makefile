@@ -9,7 +9,7 @@ PROTO_FILES := $(sort $(wildcard proto/parley/v1/*.proto))
 GEN_DIR := generated
 NODE_DIR := tests/clients/node
 
-.PHONY: setup run test lint proto proto-check bench system-deps speech-deps node-deps clean
+.PHONY: setup run test lint proto proto-check bench system-deps speech-deps node-deps browser-deps clean
 
 # Idempotent: the venv is made once and reinstalled only when pyproject.toml changes.
 setup: $(STAMP)
@@ -37,6 +37,13 @@ system-deps: speech-deps
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
 	fi
 
+# The WebRTC bridge's browser tests drive Debian's Chromium through playwright (executable_path);
+# no browser is ever downloaded by playwright itself.
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 # Exact versions from package-lock.json (npm ci); re-run when the lock changes.
 node-deps: system-deps
 	@if [ ! -d $(NODE_DIR)/node_modules/@grpc/grpc-js ] || [ ! -d $(NODE_DIR)/node_modules/@grpc/proto-loader ] || \
@@ -44,7 +51,7 @@ node-deps: system-deps
 	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent; \
 	fi
 
-test: setup node-deps proto-check lint
+test: setup node-deps browser-deps proto-check lint
 	$(PY) -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
@@ -81,6 +88,7 @@ bench: setup speech-deps
 	$(PY) bench/unary.py
 	$(PY) bench/interact.py
 	$(PY) bench/voice.py
+	$(PY) bench/webrtc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -134,6 +134,7 @@ async def start_server(database_url: str, **overrides: Any) -> Running:
         log_level="WARNING",
         # The built-in engine loads speech models: only the tests that talk to it turn it on.
         engine=overrides.pop("engine", "off"),
+        http_port=overrides.pop("http_port", 0),  # never the fixed default port in tests
         **overrides,
     )
     server = ParleydServer(settings)

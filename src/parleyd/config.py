@@ -44,6 +44,36 @@ SETTINGS: tuple[Setting, ...] = (
         "host:port clients are told to connect to (CreateSession.connect); default host:port.",
     ),
     Setting(
+        "http_port",
+        "8080",
+        "HTTP port of the WebRTC bridge (signalling and demo page), on the same host (0 picks a "
+        "free one).",
+        int,
+    ),
+    Setting(
+        "public_http_url",
+        "",
+        "Base URL browsers are told to use (CreateSession.connect.webrtc_signaling_url); "
+        "default http://host:http_port.",
+    ),
+    Setting(
+        "ice_servers",
+        "",
+        "Comma-separated STUN/TURN URLs for the WebRTC bridge (turn:USER:PASSWORD@HOST:PORT); "
+        "empty: host candidates only.",
+    ),
+    Setting(
+        "webrtc_host_addresses",
+        "",
+        "Comma-separated host addresses the WebRTC bridge offers (e.g. 127.0.0.1); empty: every "
+        "interface address but loopback.",
+    ),
+    Setting(
+        "webrtc_connect_timeout",
+        "20s",
+        "How long a WebRTC peer may take to connect after its offer was answered.",
+    ),
+    Setting(
         "default_resume_window",
         "5m",
         "How long a CREATED or PAUSED session waits for a user before it expires.",
@@ -55,6 +85,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("expiry_interval", "1s", "How often sessions past their expiry are expired."),
     Setting("sqlite_synchronous", "NORMAL", "SQLite PRAGMA synchronous: NORMAL or FULL."),
+    Setting(
+        "session_cache",
+        "auto",
+        "Serve session reads from memory, kept in step with every write: auto (on for SQLite, "
+        "off for PostgreSQL), on (only if this is the one server writing to the database) or off.",
+    ),
     Setting("drain_timeout", "10s", "Grace period for in-flight calls on SIGTERM/SIGINT."),
     Setting(
         "pause_grace",
@@ -118,10 +154,16 @@ class Settings:
     port: int = 50051
     database_url: str = "sqlite+aiosqlite:///./parleyd.db"
     public_grpc_target: str = ""
+    http_port: int = 8080
+    public_http_url: str = ""
+    ice_servers: str = ""
+    webrtc_host_addresses: str = ""
+    webrtc_connect_timeout_ms: int = 20_000
     default_resume_window_ms: int = 300_000
     dev_key_max_session_duration_ms: int = 3_600_000
     expiry_interval_ms: int = 1_000
     sqlite_synchronous: str = "NORMAL"
+    session_cache: str = "auto"
     drain_timeout_ms: int = 10_000
     pause_grace_ms: int = 500
     agent_wait_timeout_ms: int = 30_000
@@ -137,6 +179,10 @@ class Settings:
     llm_api_key: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
+
+    def session_cache_enabled(self) -> bool | None:
+        """The Repository's session_cache argument: None lets it decide by database."""
+        return {"on": True, "off": False}.get(self.session_cache)
 
     def advertised_grpc_target(self, bound_port: int) -> str:
         return self.public_grpc_target or f"{self.host}:{bound_port}"
@@ -176,10 +222,18 @@ def load_settings(
     if out["sqlite_synchronous"].upper() not in ("NORMAL", "FULL"):
         raise SystemExit(f"--sqlite-synchronous: {out['sqlite_synchronous']!r} is not NORMAL/FULL")
     out["sqlite_synchronous"] = out["sqlite_synchronous"].upper()
+    if out["session_cache"].lower() not in ("auto", "on", "off"):
+        raise SystemExit(f"--session-cache: {out['session_cache']!r} is not auto/on/off")
+    out["session_cache"] = out["session_cache"].lower()
     for name in ("engine", "greeting"):
         if out[name].lower() not in ("on", "off"):
             raise SystemExit(f"--{name}: {out[name]!r} is not on/off")
         out[name] = out[name].lower()
+    for url in (u.strip() for u in out["ice_servers"].split(",")):
+        if url and not url.startswith(("stun:", "turn:", "turns:")):
+            raise SystemExit(f"--ice-servers: {url!r} must start with stun:, turn: or turns:")
+    if not 0 <= out["http_port"] <= 65535:
+        raise SystemExit("--http-port must be between 0 and 65535")
     if out["outbox_capacity"] < 16:
         raise SystemExit("--outbox-capacity must be at least 16")
     return Settings(**out)

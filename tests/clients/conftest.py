@@ -163,6 +163,8 @@ def start_parleyd(workdir: Path, *extra_args: str) -> ParleydProcess:
         "0",
         "--database-url",
         database_url,
+        "--http-port",
+        "0",
         "--drain-timeout",
         "1s",
         *extra_args,

@@ -100,7 +100,9 @@ async def test_create_applies_defaults(running: Running) -> None:
     assert resp.access_token.startswith("pat_")
     assert len(resp.access_token) > 20
     assert resp.connect.grpc_target == running.target
-    assert resp.connect.webrtc_signaling_url == ""
+    assert resp.connect.webrtc_signaling_url == (
+        f"http://127.0.0.1:{running.server.http_port}/v1/sessions/{s.id}/webrtc"
+    )
 
     assert await get(running, s.id) == s
 

@@ -166,3 +166,25 @@ class SessionUsage(_message.Message):
     agent_id: str
     duration: _duration_pb2.Duration
     def __init__(self, session_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class NegotiateWebRtcRequest(_message.Message):
+    __slots__ = ("session_id", "sdp", "type", "role", "takeover")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SDP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TAKEOVER_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sdp: str
+    type: str
+    role: _interact_pb2.Role
+    takeover: bool
+    def __init__(self, session_id: _Optional[str] = ..., sdp: _Optional[str] = ..., type: _Optional[str] = ..., role: _Optional[_Union[_interact_pb2.Role, str]] = ..., takeover: _Optional[bool] = ...) -> None: ...
+
+class NegotiateWebRtcResponse(_message.Message):
+    __slots__ = ("sdp", "type")
+    SDP_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    sdp: str
+    type: str
+    def __init__(self, sdp: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...

@@ -89,6 +89,11 @@ class SessionServiceStub:
                 request_serializer=parley_dot_v1_dot_interact__pb2.InteractRequest.SerializeToString,
                 response_deserializer=parley_dot_v1_dot_interact__pb2.InteractResponse.FromString,
                 _registered_method=True)
+        self.NegotiateWebRtc = channel.unary_unary(
+                '/parley.v1.SessionService/NegotiateWebRtc',
+                request_serializer=parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcRequest.SerializeToString,
+                response_deserializer=parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -190,6 +195,27 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def NegotiateWebRtc(self, request, context):
+        """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
+        offer, get the bridge's SDP answer. The same operation is served over HTTP at
+        ConnectInfo.webrtc_signaling_url (POST, "Authorization: Bearer <access token>"), for pages
+        that hold only the session's access token; this RPC is for backends and needs an API key.
+
+        A ROLE_USER peer sends its microphone (Opus) into the session and receives the AI's voice
+        and, for CONNECTION_TYPE_VIDEO sessions, its avatar video (VP8); a ROLE_OBSERVER peer only
+        receives. The offer must contain a data channel: it carries events and transcripts as JSON
+        and accepts typed text and interrupts. The peer leaves the session when its connection fails
+        or closes, or when it does not connect in time (the last USER leaving pauses the session).
+
+        A foreign or unknown session is NOT_FOUND; an ended session FAILED_PRECONDITION; an offer
+        that is not a valid SDP offer, or a role other than ROLE_USER or ROLE_OBSERVER,
+        INVALID_ARGUMENT; a taken USER seat (without takeover) ALREADY_EXISTS. A refused call changes
+        nothing in the session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +263,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.Interact,
                     request_deserializer=parley_dot_v1_dot_interact__pb2.InteractRequest.FromString,
                     response_serializer=parley_dot_v1_dot_interact__pb2.InteractResponse.SerializeToString,
+            ),
+            'NegotiateWebRtc': grpc.unary_unary_rpc_method_handler(
+                    servicer.NegotiateWebRtc,
+                    request_deserializer=parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcRequest.FromString,
+                    response_serializer=parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +522,33 @@ class SessionService:
             '/parley.v1.SessionService/Interact',
             parley_dot_v1_dot_interact__pb2.InteractRequest.SerializeToString,
             parley_dot_v1_dot_interact__pb2.InteractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NegotiateWebRtc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.v1.SessionService/NegotiateWebRtc',
+            parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcRequest.SerializeToString,
+            parley_dot_v1_dot_session__service__pb2.NegotiateWebRtcResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -92,6 +92,23 @@ class SessionServiceStub:
     seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
     StreamError and the stream goes on.
     """
+    NegotiateWebRtc: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.NegotiateWebRtcRequest, _session_service_pb2.NegotiateWebRtcResponse]
+    """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
+    offer, get the bridge's SDP answer. The same operation is served over HTTP at
+    ConnectInfo.webrtc_signaling_url (POST, "Authorization: Bearer <access token>"), for pages
+    that hold only the session's access token; this RPC is for backends and needs an API key.
+
+    A ROLE_USER peer sends its microphone (Opus) into the session and receives the AI's voice
+    and, for CONNECTION_TYPE_VIDEO sessions, its avatar video (VP8); a ROLE_OBSERVER peer only
+    receives. The offer must contain a data channel: it carries events and transcripts as JSON
+    and accepts typed text and interrupts. The peer leaves the session when its connection fails
+    or closes, or when it does not connect in time (the last USER leaving pauses the session).
+
+    A foreign or unknown session is NOT_FOUND; an ended session FAILED_PRECONDITION; an offer
+    that is not a valid SDP offer, or a role other than ROLE_USER or ROLE_OBSERVER,
+    INVALID_ARGUMENT; a taken USER seat (without takeover) ALREADY_EXISTS. A refused call changes
+    nothing in the session.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -155,6 +172,23 @@ class SessionServiceAsyncStub(SessionServiceStub):
     INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
     seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
     StreamError and the stream goes on.
+    """
+    NegotiateWebRtc: _aio.UnaryUnaryMultiCallable[_session_service_pb2.NegotiateWebRtcRequest, _session_service_pb2.NegotiateWebRtcResponse]  # type: ignore[assignment]
+    """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
+    offer, get the bridge's SDP answer. The same operation is served over HTTP at
+    ConnectInfo.webrtc_signaling_url (POST, "Authorization: Bearer <access token>"), for pages
+    that hold only the session's access token; this RPC is for backends and needs an API key.
+
+    A ROLE_USER peer sends its microphone (Opus) into the session and receives the AI's voice
+    and, for CONNECTION_TYPE_VIDEO sessions, its avatar video (VP8); a ROLE_OBSERVER peer only
+    receives. The offer must contain a data channel: it carries events and transcripts as JSON
+    and accepts typed text and interrupts. The peer leaves the session when its connection fails
+    or closes, or when it does not connect in time (the last USER leaving pauses the session).
+
+    A foreign or unknown session is NOT_FOUND; an ended session FAILED_PRECONDITION; an offer
+    that is not a valid SDP offer, or a role other than ROLE_USER or ROLE_OBSERVER,
+    INVALID_ARGUMENT; a taken USER seat (without takeover) ALREADY_EXISTS. A refused call changes
+    nothing in the session.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -270,6 +304,29 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
         seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
         StreamError and the stream goes on.
+        """
+
+    @_abc_1.abstractmethod
+    def NegotiateWebRtc(
+        self,
+        request: _session_service_pb2.NegotiateWebRtcRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.NegotiateWebRtcResponse, _abc.Awaitable[_session_service_pb2.NegotiateWebRtcResponse]]:
+        """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
+        offer, get the bridge's SDP answer. The same operation is served over HTTP at
+        ConnectInfo.webrtc_signaling_url (POST, "Authorization: Bearer <access token>"), for pages
+        that hold only the session's access token; this RPC is for backends and needs an API key.
+
+        A ROLE_USER peer sends its microphone (Opus) into the session and receives the AI's voice
+        and, for CONNECTION_TYPE_VIDEO sessions, its avatar video (VP8); a ROLE_OBSERVER peer only
+        receives. The offer must contain a data channel: it carries events and transcripts as JSON
+        and accepts typed text and interrupts. The peer leaves the session when its connection fails
+        or closes, or when it does not connect in time (the last USER leaving pauses the session).
+
+        A foreign or unknown session is NOT_FOUND; an ended session FAILED_PRECONDITION; an offer
+        that is not a valid SDP offer, or a role other than ROLE_USER or ROLE_OBSERVER,
+        INVALID_ARGUMENT; a taken USER seat (without takeover) ALREADY_EXISTS. A refused call changes
+        nothing in the session.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +24,9 @@ from parleyd.grpc.session_service import SessionServicer
 from parleyd.live.hub import Hub, LiveSettings
 from parleyd.manager import SessionManager
 from parleyd.store import Database, Repository, open_database
+
+if TYPE_CHECKING:
+    from parleyd.webrtc.signalling import HttpServer
 
 log = logging.getLogger("parleyd.server")
 
@@ -53,11 +56,16 @@ class ParleydServer:
         self._health = health.aio.HealthServicer()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int:
+        return self.http.port if self.http is not None else 0
 
     async def start(self) -> None:
         s = self.settings
         self.db = await open_database(s.database_url, sqlite_synchronous=s.sqlite_synchronous)
-        self.repo = Repository(self.db)
+        self.repo = Repository(self.db, session_cache=s.session_cache_enabled())
         self.manager = SessionManager(
             self.repo, default_resume_window_ms=s.default_resume_window_ms
         )
@@ -83,7 +91,13 @@ class ParleydServer:
                 # A missing speech component must not take the sessions API down with it.
                 log.error("built-in engine unavailable: %s", exc)
         await self.hub.recover()
-        servicer = SessionServicer(self.manager, grpc_target="")
+        await self._start_http()
+        servicer = SessionServicer(
+            self.manager,
+            grpc_target="",
+            webrtc_url=self.http.webrtc_url if self.http is not None else "",
+        )
+        servicer.set_webrtc(self.http.bridge if self.http is not None else None)
         servicer.set_interact(InteractHandler(self.manager, self.hub))
         session_service_pb2_grpc.add_SessionServiceServicer_to_server(servicer, methods)
         server.add_generic_rpc_handlers((methods.table(self.manager),))
@@ -101,6 +115,29 @@ class ParleydServer:
             extra={"address": f"{s.host}:{self.port}", "database": _safe_url(s.database_url)},
         )
 
+    async def _start_http(self) -> None:
+        """The WebRTC bridge's HTTP side; if it cannot start, gRPC is served without it."""
+        s = self.settings
+        assert self.hub is not None
+        try:
+            from parleyd.webrtc.ice import parse_host_addresses, parse_ice_servers
+            from parleyd.webrtc.ice import set_host_addresses as offer_only
+            from parleyd.webrtc.signalling import Bridge, HttpServer
+
+            offer_only(parse_host_addresses(s.webrtc_host_addresses))
+            bridge = Bridge(
+                self.hub,
+                parse_ice_servers(s.ice_servers),
+                connect_timeout_s=s.webrtc_connect_timeout_ms / 1000,
+            )
+            http = HttpServer(bridge, s.host, s.http_port, s.public_http_url)
+            await http.start()
+        except (ImportError, OSError, ValueError) as exc:
+            log.error("WebRTC bridge unavailable (HTTP port %s): %s", s.http_port, exc)
+            return
+        self.http = http
+        log.info("webrtc bridge listening", extra={"url": http.url})
+
     async def _set_health(self, status: int) -> None:
         await self._health.set("", status)
         await self._health.set(SERVICE_NAME, status)
@@ -117,6 +154,8 @@ class ParleydServer:
         self._stop.set()
         if self.hub is not None:
             await self.hub.shutdown()
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:

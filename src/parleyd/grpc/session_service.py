@@ -11,7 +11,12 @@ import grpc
 from parley.v1 import session_service_pb2 as pb
 from parley.v1 import session_service_pb2_grpc as pb_grpc
 
-from parleyd.domain.errors import FieldViolation, InvalidArgument, ParleyError
+from parleyd.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ParleyError,
+)
 from parleyd.domain.session import IMMUTABLE_FIELDS, OUTPUT_ONLY_FIELDS, WRITABLE_FIELDS
 from parleyd.grpc import convert
 from parleyd.grpc.auth import current_caller
@@ -60,6 +65,27 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
 
     def set_grpc_target(self, target: str) -> None:
         self._grpc_target = target
+
+    def set_webrtc(self, bridge: Any) -> None:
+        """The WebRTC bridge (webrtc.signalling.Bridge) behind NegotiateWebRtc; None: off."""
+        self._webrtc = bridge
+
+    @_rpc
+    async def NegotiateWebRtc(
+        self, request: pb.NegotiateWebRtcRequest, context: Context
+    ) -> pb.NegotiateWebRtcResponse:
+        from parleyd.grpc.interact_convert import ROLE_FROM_PB
+
+        session = await self._m.get_session(current_caller().key, request.session_id)
+        bridge = getattr(self, "_webrtc", None)
+        if bridge is None:
+            raise FailedPrecondition(
+                "the WebRTC bridge is not running on this server (see its log)"
+            )
+        sdp, sdp_type = await bridge.negotiate(
+            session, request.sdp, request.type, ROLE_FROM_PB.get(request.role), request.takeover
+        )
+        return pb.NegotiateWebRtcResponse(sdp=sdp, type=sdp_type)
 
     @_rpc
     async def CreateSession(
