@@ -14,6 +14,7 @@ from pathlib import Path
 from parleyd import __version__, logs
 from parleyd.config import Settings, add_arguments, load_settings
 from parleyd.domain.durations import parse_duration_ms
+from parleyd.domain.session import ConnectionType, SessionSpec
 from parleyd.grpc.server import ParleydServer
 from parleyd.manager import wall_clock_ms
 from parleyd.store import Repository, open_database
@@ -105,6 +106,9 @@ async def _serve(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     print(f"parleyd {__version__} listening on {settings.host}:{server.port}", flush=True)
+    link = await _demo_link(server)
+    if link:
+        print(f"Talk to the demo character in a browser: {link}", flush=True)
     waiter = asyncio.create_task(server.wait())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -112,6 +116,34 @@ async def _serve(settings: Settings) -> None:
     await server.stop()
     waiter.cancel()
     stopper.cancel()
+
+
+DEMO_SITUATION = (
+    "You are Brom, the blacksmith of Oakvale. A sword costs forty gold coins. A shield costs "
+    "twenty five gold coins. Your forge stands next to the old well. The mayor is Elsa."
+)
+
+
+async def _demo_link(server: ParleydServer) -> str:
+    """A fresh VIDEO session of the first API key, as a link to the demo page (or "")."""
+    if server.http is None or server.manager is None or server.repo is None:
+        return ""
+    keys = [k for k in await server.repo.list_api_keys() if not k.revoked]
+    if not keys:
+        return ""
+    created = await server.manager.create_session(
+        keys[0],
+        SessionSpec(
+            agent_id="brom",
+            profile="shopkeeper",
+            situation=DEMO_SITUATION,
+            connection_type=ConnectionType.VIDEO,
+            metadata={"demo": "true"},
+        ),
+        request_id="",
+        api_key_plaintext="",
+    )
+    return f"{server.http.url}/#session={created.session.id}&token={created.access_token}"
 
 
 async def _ensure_dev_key(repo: Repository, settings: Settings) -> None:
