@@ -224,10 +224,10 @@ async def test_expiry_with_short_max_duration(database_url: str) -> None:
         t_expiring = loop.time() - t0
         left = expiring.event.time_left.ToMilliseconds()
         assert 300 <= left <= 450
-        assert 0.5 <= t_expiring <= 0.8
+        assert 0.4 <= t_expiring <= 1.2
         ended = await user.until(is_event(E.EVENT_TYPE_SESSION_ENDED), timeout=3)
         t_end = loop.time() - t0
-        assert 0.9 <= t_end <= 1.3
+        assert 0.9 <= t_end <= 2.0
         assert ended.event.state == session_pb2.SESSION_STATE_EXPIRED
         assert ended.event.end_reason == session_pb2.END_REASON_MAX_DURATION
         s = await get_session(r, sid)
