@@ -223,7 +223,7 @@ async def test_expiry_with_short_max_duration(database_url: str) -> None:
         expiring = await user.until(is_event(E.EVENT_TYPE_SESSION_EXPIRING), timeout=3)
         t_expiring = loop.time() - t0
         left = expiring.event.time_left.ToMilliseconds()
-        assert 300 <= left <= 450
+        assert 150 <= left <= 450  # the lead is 400 ms; a busy loop may fire the timer late
         assert 0.4 <= t_expiring <= 1.2
         ended = await user.until(is_event(E.EVENT_TYPE_SESSION_ENDED), timeout=3)
         t_end = loop.time() - t0
