@@ -1,13 +1,14 @@
 """API-key authentication for SessionService's management calls.
 
-The interceptor resolves `x-api-key` once per call and hands the key to the servicer through a
-context variable: the wrapped handler runs in the same task as the servicer method.
+`with_api_key` wraps a method's handler once, when the server starts (no interceptor runs per
+call). The wrapper resolves `x-api-key` once per call and hands the key to the servicer through a
+context variable: it runs in the same task as the servicer method.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -38,56 +39,52 @@ _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("parleyd_caller
 
 
 def current_caller() -> Caller:
-    """The authenticated caller of the running RPC (set by ApiKeyInterceptor)."""
+    """The authenticated caller of the running RPC (set by the with_api_key wrapper)."""
     return _CALLER.get()
 
 
-class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, manager: SessionManager) -> None:
-        self._manager = manager
+def needs_api_key(method: str, handler: Any) -> bool:
+    """Whether calls of `method` must carry an API key (every management RPC does)."""
+    return not (
+        method.startswith(_EXEMPT_PREFIXES)
+        or method in TOKEN_METHODS
+        or handler.unary_unary is None
+    )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if (
-            handler is None
-            or method.startswith(_EXEMPT_PREFIXES)
-            or method in TOKEN_METHODS
-            or handler.unary_unary is None
-        ):
-            return handler
-        inner = handler.unary_unary
-        manager = self._manager
 
-        async def authenticated(request: Any, context: Any) -> Any:
-            plaintext = ""
-            for item in context.invocation_metadata() or ():
-                if item[0] == API_KEY_HEADER:
-                    plaintext = str(item[1])
-                    break
-            try:
-                key = await manager.authenticate(plaintext)
-            except Unauthenticated as exc:
-                await context.abort_with_status(to_status(exc))
-                raise AssertionError("unreachable") from None
-            if isinstance(request, _Undecodable):
-                bad = InvalidArgument.field("request", f"is not a valid message: {request.error}")
-                await context.abort_with_status(to_status(bad))
-            token = _CALLER.set(Caller(key, plaintext))
-            try:
-                return await inner(request, context)
-            finally:
-                _CALLER.reset(token)
+def with_api_key(handler: Any, manager: SessionManager) -> Any:
+    """`handler` (unary-unary) behind API-key authentication. Built once per method at startup.
 
-        return grpc.unary_unary_rpc_method_handler(
-            authenticated,
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+    The key in `x-api-key` is resolved once per call and handed to the servicer through a
+    context variable; undecodable request bytes are answered INVALID_ARGUMENT (after auth).
+    """
+    inner = handler.unary_unary
+
+    async def authenticated(request: Any, context: Any) -> Any:
+        plaintext = ""
+        for item in context.invocation_metadata() or ():
+            if item[0] == API_KEY_HEADER:
+                plaintext = str(item[1])
+                break
+        try:
+            key = await manager.authenticate(plaintext)
+        except Unauthenticated as exc:
+            await context.abort_with_status(to_status(exc))
+            raise AssertionError("unreachable") from None
+        if isinstance(request, _Undecodable):
+            bad = InvalidArgument.field("request", f"is not a valid message: {request.error}")
+            await context.abort_with_status(to_status(bad))
+        token = _CALLER.set(Caller(key, plaintext))
+        try:
+            return await inner(request, context)
+        finally:
+            _CALLER.reset(token)
+
+    return grpc.unary_unary_rpc_method_handler(
+        authenticated,
+        request_deserializer=_tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
 
 
 class _Undecodable:

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -26,42 +26,55 @@ def _code_name(context: Any, fallback: str) -> str:
         return str(code)
 
 
-class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or not log.isEnabledFor(logging.INFO):
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+def with_call_log(method: str, handler: Any) -> Any:
+    """`handler` that also logs one line per call; built once per method at startup.
 
-            async def unary(request: Any, context: Any) -> Any:
-                start = time.perf_counter()
-                outcome = "OK"
-                try:
-                    return await inner(request, context)
-                except BaseException as exc:
-                    outcome = _outcome(exc)
-                    raise
-                finally:
-                    _emit(method, _code_name(context, outcome), start, context)
+    Unary-unary and stream-stream handlers are logged; other kinds are returned unchanged.
+    """
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _logged_stream(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        async def unary(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            outcome = "OK"
+            try:
+                return await inner(request, context)
+            except BaseException as exc:
+                outcome = _outcome(exc)
+                raise
+            finally:
+                _emit(method, _code_name(context, outcome), start, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _logged_stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+class MethodTable(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The server's handlers, each wrapped once: with the call log and without it.
+
+    grpc asks `service()` for every call; it hands out the logged handler while the
+    `parleyd.rpc` logger is enabled for INFO (checked per call, so the level may change at run
+    time) and the bare one otherwise. No interceptor runs and nothing is built per call.
+    """
+
+    def __init__(self, handlers: Mapping[str, Any]) -> None:
+        self._plain = dict(handlers)
+        self._logged = {method: with_call_log(method, h) for method, h in handlers.items()}
+
+    def service(self, handler_call_details: Any) -> Any:
+        if log.isEnabledFor(logging.INFO):
+            return self._logged.get(handler_call_details.method)
+        return self._plain.get(handler_call_details.method)
 
 
 def _logged_stream(method: str, inner: Any) -> Any:
@@ -102,12 +115,23 @@ def _outcome(exc: BaseException) -> str:
 
 
 def _emit(method: str, code: str, start: float, context: Any) -> None:
-    log.info(
+    if not log.isEnabledFor(logging.INFO):
+        return
+    # What log.info() does, without its stack walk to find the caller (it is always here).
+    record = log.makeRecord(
+        log.name,
+        logging.INFO,
+        __file__,
+        0,
         "rpc",
-        extra={
+        (),
+        None,
+        "_emit",
+        {
             "rpc_method": method,
             "rpc_code": code,
             "duration_ms": round((time.perf_counter() - start) * 1000, 2),
             "peer": context.peer(),
         },
     )
+    log.handle(record)
