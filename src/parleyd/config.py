@@ -143,6 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("llm_model", "", "Model name sent to the LLM endpoint."),
     Setting("llm_api_key", "", "Bearer key for the LLM endpoint."),
+    Setting(
+        "llm_timeout",
+        "20s",
+        "Longest wait on the LLM endpoint (connect, first byte, between pieces) before the "
+        "character says it cannot think right now.",
+    ),
     Setting("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Setting("log_format", "text", "text (key=value) or json (one JSON object per line)."),
 )
@@ -177,6 +183,7 @@ class Settings:
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = ""
+    llm_timeout_ms: int = 20_000
     log_level: str = "INFO"
     log_format: str = "text"
 

@@ -225,3 +225,41 @@ async def test_builtin_session_pauses_when_the_user_leaves_and_resumes(engine: R
     await again.send(text=ip.TextInput(text="Where is your forge?"))
     reply = await collect_reply(again)
     assert "well" in reply["text"].lower()
+
+
+async def test_llm_brain_streams_and_a_failing_llm_is_survived(sqlite_url: str) -> None:
+    from tests.engine.fake_llm import FakeLlm, Mode
+
+    async with FakeLlm(["A sword", " costs", " twenty gold.", " Anything else?"]) as llm:
+        r = await start_server(
+            sqlite_url,
+            engine="on",
+            greeting="off",
+            llm_base_url=llm.base_url,
+            llm_model="fake-model",
+            llm_timeout_ms=500,
+        )
+        try:
+            sid, tok = await builtin_session(r)
+            peer = await user(r, sid, tok)
+            await peer.send(text=ip.TextInput(text="How much is a sword?"))
+            reply = await collect_reply(peer)
+            assert reply["text"] == "A sword costs twenty gold. Anything else?"
+            assert rms(bytes(reply["audio"])) > 300
+            assert SITUATION in llm.requests[-1].system_prompt
+            assert llm.requests[-1].messages[-1]["content"] == "How much is a sword?"
+            # The LLM stalls past the timeout: the character says so and the session goes on.
+            llm.fail_next(Mode.STALL)
+            await peer.send(text=ip.TextInput(text="And a shield?"))
+            sorry = await collect_reply(peer)
+            assert "can't think" in sorry["text"]
+            llm.fail_next(Mode.HTTP_500)
+            await peer.send(text=ip.TextInput(text="Hello?"))
+            assert "can't think" in (await collect_reply(peer))["text"]
+            await peer.send(text=ip.TextInput(text="How much is a sword, again?"))
+            again = await collect_reply(peer)
+            assert again["text"].startswith("A sword costs")
+            assert (await get_session(r, sid)).state == session_pb2.SESSION_STATE_ACTIVE
+        finally:
+            await r.channel.close()
+            await r.server.stop(0.2)

@@ -213,6 +213,7 @@ def _engine_factory(s: Settings) -> Any:
         "PARLEYD_LLM_BASE_URL": s.llm_base_url,
         "PARLEYD_LLM_MODEL": s.llm_model,
         "PARLEYD_LLM_API_KEY": s.llm_api_key,
+        "PARLEYD_LLM_TIMEOUT_S": str(s.llm_timeout_ms / 1000),
     }
     settings = EngineSettings(
         end_of_turn_silence_ms=s.end_of_turn_silence_ms,

@@ -50,7 +50,8 @@ OnFail = Callable[[BaseException], None]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_READERS = 2
-# Write jobs committed together at most: bounds how long the write lock is held in one go.
+# Write jobs gathered into one transaction at most (a list from one loop iteration is taken
+# whole): bounds how long the write lock is held in one go.
 MAX_GROUP_COMMIT = 256
 
 
@@ -385,8 +386,10 @@ class _SqliteRunner:
                         outcome: _Outcome = (job, True, job.fn(conn))
                     except BaseException as exc:
                         outcome = (job, False, exc)
-                    finally:
+                    try:
                         conn.rollback()  # ends SQLAlchemy's (empty) autobegun transaction
+                    except Exception:  # the next read will say what is wrong
+                        log.exception("SQLite reader: rollback failed")
                     by_loop.setdefault(job.loop, []).append(outcome)
                 for loop, outcomes in by_loop.items():
                     _post(loop, outcomes)
