@@ -137,3 +137,32 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_avg": os.getloadavg(),
     }
+
+
+async def serve_parleyd(database_url: str, **settings: Any) -> None:
+    """In a server child: a full parleyd on 127.0.0.1:0 with an API key of its own.
+
+    Announces {port, api_key, http_port}; `settings` override the production defaults.
+    """
+    from parleyd import logs
+    from parleyd.config import Settings
+    from parleyd.grpc.server import ParleydServer
+    from parleyd.manager import wall_clock_ms
+
+    logs.configure("WARNING")
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "http_port": 0,
+        "database_url": database_url,
+        "log_level": "WARNING",
+    }
+    server = ParleydServer(Settings(**(base | settings)))
+    await server.start()
+    assert server.repo is not None
+    _, key = await server.repo.create_api_key(
+        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
+    )
+    announce(port=server.port, api_key=key, http_port=server.http_port)
+    await wait_stdin_eof()
+    await server.stop(0.5)

@@ -46,6 +46,7 @@ from _harness import (
     machine,
     percentile,
     rss_mib,
+    serve_parleyd,
     start_child,
     wait_stdin_eof,
 )
@@ -81,23 +82,7 @@ async def _serve_echo() -> None:
 
 
 async def _serve_parleyd(database_url: str) -> None:
-    from parleyd import logs
-    from parleyd.config import Settings
-    from parleyd.grpc.server import ParleydServer
-    from parleyd.manager import wall_clock_ms
-
-    logs.configure("WARNING")
-    server = ParleydServer(
-        Settings(host="127.0.0.1", port=0, database_url=database_url, log_level="WARNING")
-    )
-    await server.start()
-    assert server.repo is not None
-    _, key = await server.repo.create_api_key(
-        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
-    )
-    announce(port=server.port, api_key=key)
-    await wait_stdin_eof()
-    await server.stop(0.5)
+    await serve_parleyd(database_url)
 
 
 # -- client side: parleyd ----------------------------------------------------------------------

@@ -31,9 +31,7 @@ import os
 import platform
 import pstats
 import random
-import selectors
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,17 @@ from typing import Any
 
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (
+    Child,
+    announce,
+    cpu_seconds,
+    percentile,
+    serve_parleyd,
+    start_child,
+    wait_stdin_eof,
+)
+
 ECHO_METHOD = "/bench.v1.EchoService/Echo"
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 TARGETS = {"create": 0.4, "get": 0.6}
@@ -55,16 +64,6 @@ GET_POOL = 500
 
 # ---------------------------------------------------------------------------------------------
 # Server side (run as subprocesses: `unary.py --role echo|parleyd`)
-
-
-async def _wait_stdin_eof() -> None:
-    """The parent keeps our stdin open for as long as we should live."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.buffer.read)
-
-
-def _announce(**info: Any) -> None:
-    print(json.dumps(info), flush=True)
 
 
 async def _serve_echo() -> None:
@@ -80,28 +79,13 @@ async def _serve_echo() -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    _announce(port=port)
-    await _wait_stdin_eof()
+    announce(port=port)
+    await wait_stdin_eof()
     await server.stop(0.5)
 
 
 async def _serve_parleyd(database_url: str) -> None:
-    from parleyd import logs
-    from parleyd.config import Settings
-    from parleyd.grpc.server import ParleydServer
-    from parleyd.manager import wall_clock_ms
-
-    logs.configure("WARNING")
-    settings = Settings(host="127.0.0.1", port=0, database_url=database_url, log_level="WARNING")
-    server = ParleydServer(settings)
-    await server.start()
-    assert server.repo is not None
-    _, api_key = await server.repo.create_api_key(
-        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
-    )
-    _announce(port=server.port, api_key=api_key)
-    await _wait_stdin_eof()
-    await server.stop(0.5)
+    await serve_parleyd(database_url)
 
 
 def _run_role(args: argparse.Namespace) -> None:
@@ -122,85 +106,8 @@ def _run_role(args: argparse.Namespace) -> None:
         profiler.dump_stats(args.profile_out)
 
 
-@dataclass
-class ServerProc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    api_key: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        """Closes its stdin (it stops by itself), SIGKILL if it has not gone in 10 s."""
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def start_server(name: str, role_args: list[str]) -> ServerProc:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--role", *role_args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + SERVER_START_DEADLINE_S
-    # The child prints one JSON line once it is serving; select() with a deadline keeps the wait
-    # bounded even if the child hangs before printing.
-    line = _readline_with_deadline(proc, deadline)
-    try:
-        info = json.loads(line)
-    except json.JSONDecodeError:
-        proc.kill()
-        raise RuntimeError(f"{name} server did not start: {line!r}") from None
-    return ServerProc(name, proc, int(info["port"]), info.get("api_key", ""))
-
-
-def _readline_with_deadline(proc: subprocess.Popen[bytes], deadline: float) -> str:
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                proc.kill()
-                raise TimeoutError("server did not announce its port before the deadline")
-            if not sel.select(timeout=min(remaining, 1.0)):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with code {proc.returncode}")
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                proc.wait(timeout=5)
-                raise RuntimeError(f"server exited with code {proc.returncode}")
-            buf += chunk
-    return buf.split(b"\n", 1)[0].decode()
-
-
 # ---------------------------------------------------------------------------------------------
 # Client side: the closed-loop load generator
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (all its threads) from /proc; None where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # After the ")" of comm: fields[11] is utime, fields[12] stime (stat(5) fields 14 and 15).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -230,14 +137,6 @@ class Phase:
 
     def pct(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[idx]
 
 
 async def closed_loop(
@@ -297,7 +196,7 @@ class Round:
         return self.get.qps / self.bare_get.qps
 
 
-async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerProc) -> list[Round]:
+async def run_bench(args: argparse.Namespace, echo: Child, parleyd: Child) -> list[Round]:
     from parley.v1 import session_pb2, session_service_pb2, session_service_pb2_grpc
 
     echo_channel = grpc.aio.insecure_channel(echo.target, options=CHANNEL_OPTIONS)
@@ -305,7 +204,7 @@ async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerP
     try:
         await asyncio.wait_for(echo_channel.channel_ready(), SERVER_START_DEADLINE_S)
         await asyncio.wait_for(p_channel.channel_ready(), SERVER_START_DEADLINE_S)
-        md = (("x-api-key", parleyd.api_key),)
+        md = (("x-api-key", parleyd.info["api_key"]),)
         stub = session_service_pb2_grpc.SessionServiceStub(p_channel)
         echo_call = echo_channel.unary_unary(ECHO_METHOD)
 
@@ -345,7 +244,7 @@ async def run_bench(args: argparse.Namespace, echo: ServerProc, parleyd: ServerP
             return await echo_call(get_payload, metadata=md, timeout=CALL_TIMEOUT_S)
 
         def phase(
-            name: str, fn: Callable[[int], Awaitable[object]], server: ServerProc, secs: float
+            name: str, fn: Callable[[int], Awaitable[object]], server: Child, secs: float
         ) -> Any:
             if args.verbose:
                 print(f"  phase {name} ({secs}s)", file=sys.stderr, flush=True)
@@ -695,10 +594,10 @@ def main(argv: list[str] | None = None) -> None:
         role = ["parleyd", "--database-url", db_url, *common]
         if args.profile_out:
             role += ["--profile-out", str(Path(args.profile_out).resolve())]
-        servers: list[ServerProc] = []
+        servers: list[Child] = []
         try:
-            servers.append(start_server("echo", ["echo", *common]))
-            servers.append(start_server("parleyd", role))
+            servers.append(start_child(__file__, "echo", ["echo", *common]))
+            servers.append(start_child(__file__, "parleyd", role))
             if not args.json:
                 echo, parleyd = servers
                 print(

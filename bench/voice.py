@@ -28,7 +28,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import announce, machine, percentile, start_child, wait_stdin_eof
+from _harness import machine, percentile, serve_parleyd, start_child
 
 RATE = 16_000
 CHUNK_MS = 20
@@ -53,25 +53,7 @@ QUESTIONS = (
 
 
 async def _serve(database_url: str) -> None:
-    from parleyd import logs
-    from parleyd.config import Settings
-    from parleyd.grpc.server import ParleydServer
-    from parleyd.manager import wall_clock_ms
-
-    logs.configure("WARNING")
-    server = ParleydServer(
-        Settings(
-            host="127.0.0.1", port=0, database_url=database_url, log_level="WARNING", greeting="off"
-        )
-    )
-    await server.start()
-    assert server.repo is not None
-    _, key = await server.repo.create_api_key(
-        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
-    )
-    announce(port=server.port, api_key=key)
-    await wait_stdin_eof()
-    await server.stop(0.5)
+    await serve_parleyd(database_url, greeting="off")
 
 
 def voiced_end(pcm: bytes, threshold: int = 300) -> int:

@@ -33,37 +33,13 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _harness import announce, cpu_seconds, machine, start_child, wait_stdin_eof
+from _harness import cpu_seconds, machine, serve_parleyd, start_child
 
 SITUATION = "You are Brom, the blacksmith of Oakvale. A sword costs forty gold coins."
 
 
 async def _serve(database_url: str) -> None:
-    from parleyd import logs
-    from parleyd.config import Settings
-    from parleyd.grpc.server import ParleydServer
-    from parleyd.manager import wall_clock_ms
-
-    logs.configure("WARNING")
-    server = ParleydServer(
-        Settings(
-            host="127.0.0.1",
-            port=0,
-            http_port=0,
-            webrtc_host_addresses="127.0.0.1",
-            database_url=database_url,
-            log_level="WARNING",
-            greeting="off",
-        )
-    )
-    await server.start()
-    assert server.repo is not None
-    _, key = await server.repo.create_api_key(
-        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
-    )
-    announce(port=server.port, http_port=server.http_port, api_key=key)
-    await wait_stdin_eof()
-    await server.stop(0.5)
+    await serve_parleyd(database_url, webrtc_host_addresses="127.0.0.1", greeting="off")
 
 
 async def _session(stub: Any, key: str, video: bool) -> tuple[str, str, str]:
