@@ -166,3 +166,16 @@ async def serve_parleyd(database_url: str, **settings: Any) -> None:
     announce(port=server.port, api_key=key, http_port=server.http_port)
     await wait_stdin_eof()
     await server.stop(0.5)
+
+
+async def serve_bare(service: str, handlers: dict[str, Any]) -> None:
+    """In a server child: a bare grpc.aio server with generic `handlers` (the baseline)."""
+    import grpc
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    announce(port=port)
+    await wait_stdin_eof()
+    await server.stop(0.5)

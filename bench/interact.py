@@ -41,14 +41,13 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
     Child,
-    announce,
     cpu_seconds,
     machine,
     percentile,
     rss_mib,
+    serve_bare,
     serve_parleyd,
     start_child,
-    wait_stdin_eof,
 )
 
 ECHO_METHOD = "/bench.v1.EchoService/Stream"
@@ -69,16 +68,9 @@ async def _serve_echo() -> None:
                 return
             await context.write(message)
 
-    handler = grpc.method_handlers_generic_handler(
+    await serve_bare(
         "bench.v1.EchoService", {"Stream": grpc.stream_stream_rpc_method_handler(echo)}
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    announce(port=port)
-    await wait_stdin_eof()
-    await server.stop(0.5)
 
 
 async def _serve_parleyd(database_url: str) -> None:

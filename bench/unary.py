@@ -46,12 +46,11 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (
     Child,
-    announce,
     cpu_seconds,
     percentile,
+    serve_bare,
     serve_parleyd,
     start_child,
-    wait_stdin_eof,
 )
 
 ECHO_METHOD = "/bench.v1.EchoService/Echo"
@@ -72,16 +71,7 @@ async def _serve_echo() -> None:
         return request
 
     # Identity (de)serializers: the handler sees and returns raw bytes.
-    handler = grpc.method_handlers_generic_handler(
-        "bench.v1.EchoService", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    announce(port=port)
-    await wait_stdin_eof()
-    await server.stop(0.5)
+    await serve_bare("bench.v1.EchoService", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
 
 
 async def _serve_parleyd(database_url: str) -> None:

@@ -35,6 +35,7 @@ from parleyd.domain.lifecycle import (
 )
 from parleyd.domain.paging import decode_page_token, encode_page_token, filters_fingerprint
 from parleyd.domain.session import (
+    CREATE_FIELDS,
     ApiKey,
     Message,
     SceneItem,
@@ -138,24 +139,7 @@ class SessionManager:
         if "\x00" in request_id:
             raise InvalidArgument.field("request_id", "must not contain NUL (U+0000) characters")
         raise_if(
-            spec_violations(
-                spec,
-                (
-                    "agent_id",
-                    "user_id",
-                    "profile",
-                    "avatar_id",
-                    "speaker_id",
-                    "situation",
-                    "dynamic_info",
-                    "scene",
-                    "metadata",
-                    "max_duration",
-                    "resume_window",
-                    "continue_from_session_id",
-                ),
-                key_max_duration_ms=key.max_session_duration_ms,
-            )
+            spec_violations(spec, CREATE_FIELDS, key_max_duration_ms=key.max_session_duration_ms)
         )
         rendered = render_situation(spec)
         _check_rendered(rendered)

@@ -115,7 +115,6 @@ async def talk(
                     print(f"error: {m.error.message}", file=sys.stderr)
 
         reader = asyncio.create_task(receive())
-        opened: Any = None
         try:
             async with asyncio.timeout(timeout_s):
                 for text in texts:
@@ -142,7 +141,6 @@ async def talk(
             with contextlib.suppress(Exception):
                 await call.write(ip.InteractRequest(leave=ip.Leave(reason="done")))
             reader.cancel()
-            del opened
         if out is not None:
             write_wav(out, bytes(voice), rate)
             print(f"saved {len(voice) / 2 / rate:.1f}s of the reply to {out}", file=sys.stderr)

@@ -60,6 +60,13 @@ WRITABLE_FIELDS: tuple[str, ...] = (
     "resume_window",
     "render_templates",
 )
+# Fields CreateSession checks: the writable ones plus those fixed at creation.
+CREATE_FIELDS: tuple[str, ...] = (
+    "agent_id",
+    "user_id",
+    *(f for f in WRITABLE_FIELDS if f not in ("connection_type", "render_templates")),
+    "continue_from_session_id",
+)
 IMMUTABLE_FIELDS: tuple[str, ...] = (
     "agent_id",
     "user_id",

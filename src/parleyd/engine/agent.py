@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parleyd.domain.session import ConnectionType, MessageRole
+from parleyd.domain.session import ConnectionType
 from parleyd.engine.interfaces import (
     LISTEN_RATE,
     AvatarRenderer,
@@ -41,7 +41,6 @@ from parleyd.live.frames import (
     ContextChanged,
     Event,
     EventType,
-    Opened,
     ParticipantInfo,
     Role,
     Text,
@@ -177,7 +176,7 @@ class BuiltinAgent(Participant):
         if isinstance(frame, Audio):
             await self._hear(frame.pcm)
         elif isinstance(frame, Text) and frame.sender_role == Role.USER:
-            await self._stop_reply(cancel=True)
+            await self._stop_reply()
             self._answer(UserInput(text=frame.text), Turn("user", frame.text))
         elif isinstance(frame, TriggerOut):
             self._answer(
@@ -189,8 +188,6 @@ class BuiltinAgent(Participant):
                 await self._in_asr_thread(self.recognizer.set_context, self._context_texts())
         elif isinstance(frame, Event):
             await self._on_event(frame)
-        elif isinstance(frame, Opened):
-            pass
 
     async def _on_event(self, ev: Event) -> None:
         if ev.type == EventType.PARTICIPANT_JOINED and ev.participant is not None:
@@ -215,8 +212,6 @@ class BuiltinAgent(Participant):
             if partial:
                 await self._send(i.TranscriptIn(partial, is_final=False))
         await self._turn_events(self.turns.feed(pcm))
-        if self._hearing is False and getattr(self.turns, "speaking", False):
-            pass
 
     async def _turn_events(self, events: Sequence[TurnEvent]) -> None:
         assert self.recognizer is not None or not events
@@ -266,9 +261,9 @@ class BuiltinAgent(Participant):
         loop = asyncio.get_running_loop()
         return max(0, int((loop.time() - self._reply_started) * 1000))
 
-    async def _stop_reply(self, cancel: bool = True) -> None:
+    async def _stop_reply(self) -> None:
         task = self._reply_task
-        if task is not None and not task.done() and cancel:
+        if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -398,6 +393,3 @@ def _viseme_at(track: Sequence[VisemeAt], offset_ms: int) -> str:
             break
         current = v.viseme
     return current
-
-
-__all__ = ["BuiltinAgent", "EngineParts", "EngineSettings", "MessageRole"]

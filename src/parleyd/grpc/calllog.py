@@ -32,21 +32,8 @@ def with_call_log(method: str, handler: Any) -> Any:
     Unary-unary and stream-stream handlers are logged; other kinds are returned unchanged.
     """
     if handler.unary_unary is not None:
-        inner = handler.unary_unary
-
-        async def unary(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            outcome = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException as exc:
-                outcome = _outcome(exc)
-                raise
-            finally:
-                _emit(method, _code_name(context, outcome), start, context)
-
         return grpc.unary_unary_rpc_method_handler(
-            unary,
+            _logged_call(method, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -96,18 +83,24 @@ def _logged_stream(method: str, inner: Any) -> Any:
 
         return gen
 
-    async def coro(requests: AsyncIterator[Any], context: Any) -> Any:
+    return _logged_call(method, inner)
+
+
+def _logged_call(method: str, inner: Any) -> Any:
+    """A coroutine handler (unary, or streaming with context.write()) that logs its outcome."""
+
+    async def call(request_or_iterator: Any, context: Any) -> Any:
         start = time.perf_counter()
         outcome = "OK"
         try:
-            return await inner(requests, context)
+            return await inner(request_or_iterator, context)
         except BaseException as exc:
             outcome = _outcome(exc)
             raise
         finally:
             _emit(method, _code_name(context, outcome), start, context)
 
-    return coro
+    return call
 
 
 def _outcome(exc: BaseException) -> str:

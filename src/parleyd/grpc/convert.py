@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from parley.v1 import message_pb2, session_pb2
@@ -58,6 +61,8 @@ def duration(ms: int) -> Duration:
 
 
 # The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+T = TypeVar("T")
+
 _TIMESTAMP_MIN_SECONDS = -62_135_596_800
 _TIMESTAMP_MAX_SECONDS = 253_402_300_799
 
@@ -79,31 +84,26 @@ def duration_ms(d: Duration, field: str) -> int:
     return d.seconds * 1000 + d.nanos // 1_000_000
 
 
-def state_from_pb(value: int, field: str = "state") -> SessionState | None:
-    if value == session_pb2.SESSION_STATE_UNSPECIFIED:
-        return None
+def _from_pb(value: int, table: Mapping[Any, T], unset: T, name: str, field: str) -> T:
+    """The domain value of a proto enum; `unset` for 0 (UNSPECIFIED); unknown numbers refused."""
+    if value == 0:
+        return unset
     try:
-        return _PB_TO_STATE[value]  # type: ignore[index]
+        return table[value]
     except KeyError:
-        raise InvalidArgument.field(field, f"{value} is not a SessionState") from None
+        raise InvalidArgument.field(field, f"{value} is not a {name}") from None
+
+
+def state_from_pb(value: int, field: str = "state") -> SessionState | None:
+    return _from_pb(value, _PB_TO_STATE, None, "SessionState", field)
 
 
 def connection_type_from_pb(value: int, field: str) -> ConnectionType:
-    if value == session_pb2.CONNECTION_TYPE_UNSPECIFIED:
-        return ConnectionType.AUDIO
-    try:
-        return _PB_TO_CONN[value]  # type: ignore[index]
-    except KeyError:
-        raise InvalidArgument.field(field, f"{value} is not a ConnectionType") from None
+    return _from_pb(value, _PB_TO_CONN, ConnectionType.AUDIO, "ConnectionType", field)
 
 
 def agent_mode_from_pb(value: int, field: str) -> AgentMode:
-    if value == session_pb2.AGENT_MODE_UNSPECIFIED:
-        return AgentMode.BUILTIN
-    try:
-        return _PB_TO_MODE[value]  # type: ignore[index]
-    except KeyError:
-        raise InvalidArgument.field(field, f"{value} is not an AgentMode") from None
+    return _from_pb(value, _PB_TO_MODE, AgentMode.BUILTIN, "AgentMode", field)
 
 
 def spec_from_pb(pb: session_pb2.Session, prefix: str = "session.") -> SessionSpec:
