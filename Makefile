@@ -88,6 +88,7 @@ bench: setup speech-deps
 	$(PY) bench/unary.py
 	$(PY) bench/interact.py
 	$(PY) bench/voice.py
+	$(PY) bench/asr_accuracy.py
 	$(PY) bench/webrtc.py
 
 clean:
