@@ -160,7 +160,10 @@ async def test_stop_reports_not_serving_then_drains_calls_in_flight(sqlite_url: 
                 return False
 
             await wait_until(refused, timeout_s=5)
-            assert refusals == [grpc.StatusCode.UNAVAILABLE]
+            # grpc-core refuses a call that races the shutdown with GOAWAY (UNAVAILABLE) or, when
+            # the stream was already open, by resetting it (CANCELLED): both are refusals.
+            assert len(refusals) == 1
+            assert refusals[0] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
             assert not in_flight.done()
         # The lock is released: the call in flight finishes normally within the grace period.
         late = await asyncio.wait_for(in_flight, 5)
