@@ -3,10 +3,11 @@
 The stock en-us language model of the pocketsphinx wheel is a large generic one: it hears
 "what is the refund policy" as "what is the real body". A character's conversation, though, is
 about a few things named in its situation, scene and profile. `set_context()` therefore builds a
-small bigram model (`training_counts`, `NgramCounts.arpa`) from those texts plus a built-in
+small bigram model (`training_counts`, `NgramCounts.arpa`) from those texts plus a generic
 corpus of things people say to a character (greetings, "where is", "how much", "who are you",
-...), keeping only words the dictionary can pronounce, and decodes with it. With no context the
-stock model is used. Other details, each measured on bench/asr_accuracy.py:
+...; package data, data/asr_corpus.toml, read once at import), keeping only words the dictionary
+can pronounce, and decodes with it. With no context the stock model is used. Other details, each
+measured on bench/asr_accuracy.py:
 
 - a faint noise floor is added to the audio (`NOISE_FLOOR`);
 - the first utterance is decoded a second time once it is complete, to learn the speaker's
@@ -27,9 +28,12 @@ import os
 import re
 import tempfile
 import threading
+import tomllib
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from typing import Final
 
 import numpy as np
@@ -38,7 +42,9 @@ from pocketsphinx import Decoder, get_model_path  # type: ignore[import-untyped]
 from parleyd.engine.interfaces import LISTEN_RATE
 
 __all__ = [
+    "CORPUS",
     "GENERIC_CORPUS",
+    "Corpus",
     "NgramCounts",
     "PocketSphinxRecognizer",
     "build_arpa",
@@ -47,286 +53,50 @@ __all__ = [
     "normalize",
     "number_words",
     "ordinal_words",
+    "parse_corpus",
     "training_counts",
 ]
 
-# Things a player, visitor or customer says to a character, and short things a character answers.
-# Together with the session's own texts this is the training text of the session's language model:
-# the corpus gives the shape of questions, the session gives the words they are about.
-GENERIC_CORPUS: Final[tuple[str, ...]] = (
-    # greetings and leave-taking
-    "hello",
-    "hi",
-    "hi there",
-    "hey",
-    "hello there",
-    "good morning",
-    "good afternoon",
-    "good evening",
-    "good night",
-    "hello who are you",
-    "hi how are you",
-    "how are you",
-    "how are you doing today",
-    "how is it going",
-    "nice to meet you",
-    "pleased to meet you",
-    "goodbye",
-    "bye",
-    "see you later",
-    "see you soon",
-    "farewell",
-    "take care",
-    "have a nice day",
-    "thank you",
-    "thanks",
-    "thank you very much",
-    "thanks for your help",
-    "thanks a lot",
-    "you are welcome",
-    "no problem",
-    # who, what, where
-    "who are you",
-    "what is your name",
-    "what's your name",
-    "what do you do",
-    "what do you do here",
-    "what is your job",
-    "where are you from",
-    "how long have you been here",
-    "who is in charge here",
-    "who owns this place",
-    "who lives here",
-    "who is that",
-    "who is the owner",
-    "what is this place",
-    "what is this",
-    "what is that",
-    "what is the name of this place",
-    "what is the name of this town",
-    "where am i",
-    "where is it",
-    "where is the",
-    "where is the market",
-    "where is the inn",
-    "where is the shop",
-    "where is the exit",
-    "where can i find it",
-    "where can i find the",
-    "where can i buy one",
-    "where can i get one",
-    "where do you live",
-    "where should i go",
-    "where did you get this",
-    "where does this road go",
-    "which way is it",
-    "which way should i go",
-    "how do i get there",
-    "how do i get to the town",
-    "how far is it",
-    "is it far from here",
-    "is it close",
-    "what is the best way to get there",
-    "what is the",
-    "what is a",
-    "what are the",
-    "what is it",
-    "what is that for",
-    "what does it do",
-    "what does that mean",
-    "what happened here",
-    "what happened",
-    "what is going on",
-    "what is new",
-    "what is the news",
-    "what should i do",
-    "what can i do",
-    "what can you do",
-    "what can you tell me",
-    "what can you tell me about it",
-    "what do you know about the",
-    "what do you think",
-    "what do you think about it",
-    "what do you need",
-    "what do you want",
-    "what time is it",
-    "when does it open",
-    "when does it close",
-    "when will it be ready",
-    "when did it happen",
-    "when can i come back",
-    "why is that",
-    "why not",
-    "why did you do that",
-    "why are you here",
-    "tell me about the",
-    "tell me about yourself",
-    "tell me more",
-    "tell me more about it",
-    "tell me about this place",
-    "tell me a story",
-    "can you tell me about the",
-    "can you tell me more",
-    "can you tell me where it is",
-    "can you explain that",
-    "can you say that again",
-    "could you repeat that",
-    "say that again please",
-    "i did not hear you",
-    "i do not understand",
-    "what do you mean",
-    # help and requests
-    "can you help me",
-    "could you help me",
-    "can you help me please",
-    "i need help",
-    "i need your help",
-    "please help me",
-    "can you show me",
-    "can you show me the way",
-    "can you take me there",
-    "will you come with me",
-    "follow me",
-    "wait here",
-    "wait for me",
-    "come with me",
-    "let us go",
-    "i am looking for the",
-    "i am looking for someone",
-    "i am looking for work",
-    "i am lost",
-    "i have a question",
-    "i have a problem",
-    "i want to",
-    "i would like to",
-    "i would like to buy",
-    "i would like to buy the",
-    "i would like to sell",
-    "i want to buy",
-    "i want to buy the",
-    "i want to sell",
-    "i want to sell this",
-    "i want to return this",
-    "i want a refund",
-    "i need a",
-    "do you have a",
-    "do you have any",
-    "do you sell",
-    "do you have any work for me",
-    "do you have a job for me",
-    "do you know the",
-    "do you know where it is",
-    "do you know who did it",
-    "have you seen the",
-    "have you seen anyone",
-    "have you heard the news",
-    "is there a",
-    "is there anything else",
-    "is there anything i can do",
-    "are there any",
-    "are you open",
-    "are you busy",
-    "are you sure",
-    "are you ok",
-    # trade
-    "how much is it",
-    "how much is this",
-    "how much is that",
-    "how much is the",
-    "how much are the",
-    "how much does it cost",
-    "how much does the",
-    "how much for the",
-    "how much do you want for it",
-    "what is the price",
-    "what is the price of the",
-    "that is too expensive",
-    "that is too much",
-    "can you give me a discount",
-    "can i have a discount",
-    "can you make it cheaper",
-    "i will take it",
-    "i will buy it",
-    "i will take the",
-    "i do not have enough money",
-    "what do you have for sale",
-    "what are you selling",
-    "what do you sell",
-    "show me what you have",
-    "can i see the",
-    "can i try it",
-    "can i pay later",
-    "do you accept gold",
-    "is it good quality",
-    "which one is the best",
-    "what is the best one",
-    "what is the cheapest",
-    "what is your policy",
-    "can i return it",
-    "can i get my money back",
-    # quests and tasks
-    "what do you want me to do",
-    "what do i need to do",
-    "how can i help you",
-    "can i help you",
-    "is there something i can do for you",
-    "i will do it",
-    "i accept",
-    "i have finished the task",
-    "i found it",
-    "i brought it",
-    "here it is",
-    "what is my reward",
-    "what is in it for me",
-    "is it dangerous",
-    "how do i do that",
-    "how does it work",
-    "how do you make it",
-    "how long will it take",
-    "how many do you need",
-    # short answers
-    "yes",
-    "no",
-    "yes please",
-    "no thanks",
-    "no thank you",
-    "sure",
-    "of course",
-    "okay",
-    "ok",
-    "alright",
-    "all right",
-    "maybe",
-    "maybe later",
-    "i do not know",
-    "i think so",
-    "i do not think so",
-    "not yet",
-    "not now",
-    "that is right",
-    "that is wrong",
-    "that is great",
-    "that is interesting",
-    "really",
-    "sounds good",
-    "fine",
-    "great",
-    "good",
-    "sorry",
-    "i am sorry",
-    "excuse me",
-    "never mind",
-    "forget it",
-    "let me think",
-    "i understand",
-    "i see",
-    "got it",
-    "me too",
-    "i agree",
-    "i like it",
-    "i love it",
-    "i hate it",
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """The generic training text of a session's language model (data/asr_corpus.toml)."""
+
+    # Things a player, visitor or customer says to a character, and short things a character
+    # answers: the corpus gives the shape of questions, the session the words they are about.
+    sentences: tuple[str, ...]
+    # Question frames ("how much is the {}", slot last) around each thing the session names.
+    frames: tuple[str, ...]
+
+
+def parse_corpus(text: str) -> Corpus:
+    """The corpus of a TOML text shaped like data/asr_corpus.toml; ValueError if it is not."""
+    data = tomllib.loads(text)
+    sections = data.get("sentences")
+    if not isinstance(sections, dict) or not sections:
+        raise ValueError("asr corpus: [sentences] must be a table of sentence lists")
+    sentences = [s for key, value in sections.items() for s in _lines(value, f"sentences.{key}")]
+    frames = _lines(data.get("frames"), "frames")
+    for frame in frames:
+        # `NgramCounts.add_frame` fills the slot last and keeps the words before it once.
+        slots = frame.count("{") + frame.count("}")
+        if slots != 2 or not frame.endswith(" {}") or not frame[:-3].strip():
+            raise ValueError(f"asr corpus: frame {frame!r} must be words then one slot ' {{}}'")
+    return Corpus(tuple(sentences), frames)
+
+
+def _lines(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"asr corpus: {where} must be a non-empty list")
+    if not all(isinstance(s, str) and s.strip() for s in value):
+        raise ValueError(f"asr corpus: {where} must hold only non-blank strings")
+    return tuple(value)
+
+
+CORPUS: Final = parse_corpus(
+    resources.files("parleyd.engine").joinpath("data", "asr_corpus.toml").read_text("utf-8")
 )
+GENERIC_CORPUS: Final[tuple[str, ...]] = CORPUS.sentences
 
 # Audio the first decoded utterance needs before its cepstral mean is trusted.
 CMN_MIN_MS: Final = 500
@@ -340,17 +110,9 @@ NOISE_FLOOR: Final = 100.0
 DECODER_OPTIONS: Final[Mapping[str, str | int | float | bool]] = {}
 # Relative weight of one sentence of the session's texts against one of the generic corpus.
 CONTEXT_WEIGHT: Final = 3.0
-# Question frames a "thing" named in the session is put into, and the weight of each such
-# sentence (see `training_counts`).
+# Weight of each sentence made of a question frame (`Corpus.frames`) and a thing the session
+# names (see `training_counts`).
 FRAME_WEIGHT: Final = 0.3
-_FRAMES: Final[tuple[str, ...]] = (
-    "what is the {}",
-    "how much is the {}",
-    "where is the {}",
-    "tell me about the {}",
-    "do you have a {}",
-    "i want the {}",
-)
 _DETERMINERS: Final = frozenset({"the", "a", "an", "your", "my", "our", "his", "her", "their"})
 _STOP: Final = frozenset(
     {
@@ -368,40 +130,14 @@ _WORD: Final = re.compile(r"\d+(?:st|nd|rd|th)\b|[a-z]+(?:'[a-z]+)*|\d+")
 _THOUSANDS: Final = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
 _DECIMAL: Final = re.compile(r"(\d)\.(\d)")
 
-_ONES: Final = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
+_ONES: Final = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
     "nineteen",
-]
-_TENS: Final = [
-    "_",
-    "_",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-]
+)  # fmt: skip
+_TENS: Final = (
+    "_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+)  # fmt: skip
 
 
 def number_words(n: int) -> list[str]:
@@ -498,7 +234,7 @@ def training_counts(
     things = _thing_phrases(session)
     things |= {(w,) for words in session for w in words if w not in _STOP and len(w) > 2}
     ordered = sorted(things)
-    for frame in _FRAMES:
+    for frame in CORPUS.frames:
         counts.add_frame(frame, ordered, FRAME_WEIGHT)
     for words in session:
         for i, w in enumerate(words):

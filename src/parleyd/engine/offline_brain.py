@@ -1,7 +1,8 @@
 """A brain that needs no network and no model: it answers from the persona's own brief.
 
 `OfflineBrain` plays the persona with a tone picked from its profile (shopkeeper, interviewer,
-tutor, support, guard, or a neutral default). For a question it ranks the sentences of what the
+tutor, support, guard, or a neutral default), whose phrases are package data read once at import
+(data/offline_brain.toml, see `Phrasebook`). For a question it ranks the sentences of what the
 persona knows — dynamic info first (the freshest), then the situation, the scene items and the
 session summary — with Okapi BM25, and speaks the best one or two, turned into the first person
 where that is safe ("You are Brom" -> "I am Brom"). When nothing in its brief is relevant it says
@@ -17,10 +18,13 @@ import asyncio
 import hashlib
 import math
 import re
+import string
+import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from importlib import resources
+from typing import Any, Final
 
 from parleyd.engine.interfaces import Persona, Turn, UserInput
 from parleyd.engine.sentences import split_sentences
@@ -430,12 +434,16 @@ def persona_name(persona: Persona) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Tones
+# Tones: the phrase banks are package data (data/offline_brain.toml), read and checked once at
+# import, so a broken file fails the import rather than a conversation.
 
 
 @dataclass(frozen=True, slots=True)
 class Tone:
+    """The lines a persona says around what it knows: one bank per occasion, picked from."""
+
     name: str
+    role: str  # one sentence about what the persona does, "" when the situation says it
     greetings: tuple[str, ...]  # {name}
     hello: tuple[str, ...]  # a short greeting back before answering
     openers: tuple[str, ...]  # "" = no opener
@@ -448,266 +456,108 @@ class Tone:
     how_are_you: tuple[str, ...]
     acks: tuple[str, ...]
     statement_acks: tuple[str, ...]
-    role: str  # one sentence about what the persona does, "" when the situation says it
-    welcome: tuple[str, ...]  # {who}: ", Ana" or ""
-    farewell: tuple[str, ...]  # {who}
-    alarm: tuple[str, ...]
-    gift: tuple[str, ...]  # {item}: "the sword" or "this"
-    generic_event: tuple[str, ...]  # {event}: "door knocked"
+    # Trigger kind or "generic" -> lines, formatted with {who}, {item} and {event}.
+    reactions: Mapping[str, tuple[str, ...]]
 
 
-_DEFAULT = Tone(
-    name="default",
-    greetings=(
-        "Hello! I'm {name}. What would you like to talk about?",
-        "Hi there, I'm {name}. How can I help?",
-        "Good to meet you. I'm {name}. What's on your mind?",
-    ),
-    hello=("Hello!", "Hi there.", "Hello again."),
-    openers=("", "Let me think.", "Well.", "", "Right.", "Good question."),
-    hedges=(
-        "I'm not completely sure that's what you mean, but here's what I know.",
-        "I can't say for certain, but this might help.",
-    ),
-    unknown_followups=(
-        "Is there something else I can help with?",
-        "Maybe ask me something else?",
-        "",
-    ),
-    clarify=("Sorry, could you say that again?", "I didn't quite catch that. What do you mean?"),
-    greet_back=("Hello! What can I do for you?", "Hi! What would you like to know?"),
-    thanks=("You're welcome!", "Happy to help.", "Any time."),
-    goodbyes=("Goodbye! Take care.", "See you later!", "Bye for now."),
-    how_are_you=("I'm doing well, thank you. And you?", "All good here. How about you?"),
-    acks=("Alright.", "Okay.", "I see."),
-    statement_acks=("I see. Tell me more.", "Interesting. Go on.", "Got it."),
-    role="",
-    welcome=("Oh, hello{who}!", "Welcome{who}!"),
-    farewell=("Goodbye{who}!", "See you{who}."),
-    alarm=("Whoa! What was that?", "Careful! Something's wrong."),
-    gift=("Oh, thank you for {item}!", "For me? Thank you for {item}."),
-    generic_event=("Hm, {event}? I'll keep that in mind.", "I noticed that: {event}."),
-)
+@dataclass(frozen=True, slots=True)
+class Phrasebook:
+    """All of data/offline_brain.toml: the tones and the keywords that choose among them."""
 
-_TONES: dict[str, Tone] = {
-    "default": _DEFAULT,
-    "shopkeeper": Tone(
-        name="shopkeeper",
-        greetings=(
-            "Welcome, welcome! I'm {name}. Have a look around, and ask if anything catches your "
-            "eye.",
-            "Ah, a customer! {name}, at your service. What can I get you?",
-            "Come in, come in. I'm {name}. Looking for anything in particular?",
-        ),
-        hello=("Well met!", "Welcome!", "Ah, hello there."),
-        openers=("", "Ah.", "Let me see.", "Good question.", "", "Well now."),
-        hedges=(
-            "Not sure that's quite what you're after, but here's what I can tell you.",
-            "Can't swear to it, but listen.",
-        ),
-        unknown_followups=(
-            "But I can tell you all about my wares.",
-            "Ask me about what I sell, though.",
-            "",
-        ),
-        clarify=("Eh? Say that again, friend.", "Sorry, didn't catch that. What are you after?"),
-        greet_back=(
-            "Hello to you too! What can I get you?",
-            "Well met! See anything you like?",
-        ),
-        thanks=("My pleasure. Come back any time!", "Glad to help, friend.", "Any time!"),
-        goodbyes=(
-            "Safe travels, and come back soon!",
-            "Farewell! Tell your friends about my shop.",
-            "Off you go then. Come back soon!",
-        ),
-        how_are_you=(
-            "Busy as ever, thanks for asking. Business is good.",
-            "Can't complain! What can I do for you?",
-        ),
-        acks=("Right you are.", "Fair enough.", "Very well."),
-        statement_acks=(
-            "I see. Anything I can get for you?",
-            "Is that so? Well, have a look around.",
-        ),
-        role="I run this shop.",
-        welcome=("Welcome{who}! Come in, have a look around.", "Ah, a customer! Hello{who}!"),
-        farewell=("Come back soon{who}!", "Safe travels{who}!"),
-        alarm=("Hey! Not in my shop!", "Watch out! Mind the merchandise!"),
-        gift=("Well, thank you kindly for {item}!", "For me? Thank you for {item}!"),
-        generic_event=("Hm, {event}? Noted.", "Oh? {event}. I'll keep an eye on that."),
-    ),
-    "interviewer": Tone(
-        name="interviewer",
-        greetings=(
-            "Hello, and thank you for coming in. I'm {name}, and I'll be interviewing you today.",
-            "Good to meet you. I'm {name}. Shall we get started?",
-        ),
-        hello=("Hello.", "Good to see you."),
-        openers=("", "Good question.", "Sure.", "Let me answer that.", ""),
-        hedges=(
-            "I'm not sure that's exactly what you're asking, but here's what I can share.",
-            "I can't speak to that fully, but here's what I know.",
-        ),
-        unknown_followups=(
-            "I can follow up on that after the interview.",
-            "Let's get back to the interview.",
-            "",
-        ),
-        clarify=("Sorry, could you rephrase that?", "Could you say a bit more about that?"),
-        greet_back=("Hello. Shall we begin?", "Hi. Let's get started, shall we?"),
-        thanks=("Thank you, that's helpful.", "Thanks for sharing that."),
-        goodbyes=(
-            "Thank you for your time. We'll be in touch.",
-            "Thanks for coming in. You'll hear from us soon.",
-        ),
-        how_are_you=("I'm well, thank you. How are you feeling today?",),
-        acks=("Okay.", "Understood.", "I see."),
-        statement_acks=(
-            "Thank you. Could you tell me more about that?",
-            "Interesting. What did you learn from that?",
-            "I see. Can you give me an example?",
-        ),
-        role="I'll be interviewing you today.",
-        welcome=("Welcome{who}. Please, have a seat.",),
-        farewell=("Thank you for coming{who}.",),
-        alarm=("Oh! Is everyone alright?",),
-        gift=("Thank you for {item}.",),
-        generic_event=("I see — {event}. Let's continue.",),
-    ),
-    "tutor": Tone(
-        name="tutor",
-        greetings=(
-            "Hi, I'm {name}, your tutor. What would you like to learn today?",
-            "Hello! I'm {name}. What shall we work on?",
-        ),
-        hello=("Hi!", "Hello!"),
-        openers=("", "Great question!", "Let's see.", "Good thinking.", ""),
-        hedges=(
-            "I'm not sure that's exactly your question, but this is related.",
-            "Here's something that might help.",
-        ),
-        unknown_followups=(
-            "Shall we look at something from today's topic instead?",
-            "Let's focus on what we're studying.",
-            "",
-        ),
-        clarify=("Could you ask that another way?", "I'm not sure I follow. Can you rephrase?"),
-        greet_back=("Hi! What shall we study?", "Hello! Ready to learn something?"),
-        thanks=("You're welcome! Keep it up.", "Happy to help. You're doing great."),
-        goodbyes=("Great work today. See you next time!", "Bye! Keep practising."),
-        how_are_you=("I'm great, thanks! Ready to learn?",),
-        acks=("Good.", "Okay!", "Alright."),
-        statement_acks=("Good. What do you think comes next?", "Interesting. Why do you think so?"),
-        role="I'm your tutor.",
-        welcome=("Welcome{who}! Ready to learn?",),
-        farewell=("See you next time{who}!",),
-        alarm=("Oh! Is everything okay?",),
-        gift=("Thank you for {item}!",),
-        generic_event=("Oh, {event}. Let's keep going.",),
-    ),
-    "support": Tone(
-        name="support",
-        greetings=(
-            "Hi, I'm {name}. Thanks for reaching out. How can I help you today?",
-            "Hello! You're speaking with {name}. What can I help you with?",
-        ),
-        hello=("Hi there!", "Hello!"),
-        openers=("", "Sure.", "Happy to help with that.", "Good question.", ""),
-        hedges=(
-            "I'm not certain that's what you're asking, but this may help.",
-            "Here's the closest information I have.",
-        ),
-        unknown_followups=(
-            "I can connect you with a colleague who can help with that.",
-            "Is there anything else I can help with?",
-            "",
-        ),
-        clarify=(
-            "Sorry, I didn't quite get that. Could you describe the issue?",
-            "Could you give me a bit more detail?",
-        ),
-        greet_back=("Hi! How can I help you today?", "Hello! What can I do for you?"),
-        thanks=(
-            "You're welcome! Is there anything else I can help with?",
-            "Glad I could help.",
-        ),
-        goodbyes=("Thanks for contacting us. Have a great day!", "Take care, goodbye!"),
-        how_are_you=("I'm doing well, thanks for asking! How can I help?",),
-        acks=("Okay.", "Understood.", "Got it."),
-        statement_acks=(
-            "I understand. Let me see what I can do.",
-            "Thanks for letting me know. Anything else I should know?",
-        ),
-        role="I'm here to help you with any questions or problems.",
-        welcome=("Hi{who}! How can I help?",),
-        farewell=("Thanks for contacting us{who}. Goodbye!",),
-        alarm=("Oh no, that sounds serious. Let's sort it out.",),
-        gift=("Thank you for {item}!",),
-        generic_event=("I see: {event}. Let me take note of that.",),
-    ),
-    "guard": Tone(
-        name="guard",
-        greetings=(
-            "Halt. I'm {name} of the watch. State your business.",
-            "You there. I'm {name}. What brings you here?",
-        ),
-        hello=("Hmph. Hello.", "Citizen."),
-        openers=("", "Listen.", "Hmph.", "Aye.", ""),
-        hedges=("Not sure that's what you mean, but here's what I know.",),
-        unknown_followups=("Move along now.", "Ask someone else.", ""),
-        clarify=("Speak up, citizen.", "What was that?"),
-        greet_back=("Hmph. Hello. State your business.", "Citizen. What do you want?"),
-        thanks=("Just doing my job.", "Hmph. Don't mention it."),
-        goodbyes=("Move along then. Stay out of trouble.", "Off with you. Keep the peace."),
-        how_are_you=("On duty. That's all you need to know.",),
-        acks=("Aye.", "Hmph.", "Understood."),
-        statement_acks=("Is that so. Keep moving.", "Hmph. Noted."),
-        role="I keep the watch here.",
-        welcome=("Halt{who}! State your business.", "Who goes there{who}?"),
-        farewell=("Move along{who}.", "Stay out of trouble{who}."),
-        alarm=("To arms! We're under attack!", "Intruder! Guards, to me!"),
-        gift=("Hmph. Thank you for {item}, I suppose.",),
-        generic_event=("Hm. {event}. I'll look into it.",),
-    ),
-}
+    tones: Mapping[str, Tone]  # name -> tone; "default" is always there
+    tone_keywords: tuple[tuple[str, tuple[str, ...]], ...]  # (tone, keywords), first match wins
+    trigger_kinds: tuple[tuple[str, frozenset[str]], ...]  # (kind, trigger words), first wins
 
-_TONE_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("guard", ("guard", "soldier", "sentry", "watchman", "knight", "gatekeeper", "sentinel")),
-    ("interviewer", ("interview", "recruit", "hiring", "hr ", "human resources")),
-    ("tutor", ("tutor", "teacher", "teach", "instructor", "coach", "mentor", "professor")),
-    ("support", ("support", "helpdesk", "help desk", "customer service", "service agent")),
-    (
-        "shopkeeper",
-        (
-            "shop",
-            "merchant",
-            "vendor",
-            "trader",
-            "blacksmith",
-            "smith",
-            "seller",
-            "store",
-            "innkeeper",
-            "bartender",
-            "barkeep",
-            "tavern",
-            "market",
-        ),
-    ),
+
+GENERIC_REACTION = "generic"  # the reaction to a trigger of no known kind
+_BANKS = tuple(f.name for f in fields(Tone) if f.name not in {"name", "role", "reactions"})
+_MAY_BE_EMPTY = frozenset({"openers", "hedges", "unknown_followups"})  # where "" is skipped
+# The placeholders a bank's lines are formatted with; the other banks are spoken as written.
+_PLACEHOLDERS = {"greetings": frozenset({"name"}), "reactions": frozenset({"who", "item", "event"})}
+
+
+def parse_phrasebook(text: str) -> Phrasebook:
+    """The phrasebook in a TOML text shaped like data/offline_brain.toml; ValueError naming the
+    first key that is missing or malformed."""
+    data = tomllib.loads(text)
+    trigger_kinds = tuple(
+        (_name(t, "kind", "trigger_kinds"), frozenset(_lines(t, "words", "trigger_kinds")))
+        for t in _tables(data, "trigger_kinds")
+    )
+    kinds = {kind for kind, _ in trigger_kinds} | {GENERIC_REACTION}
+    tones_data = data.get("tones")
+    if not isinstance(tones_data, dict) or "default" not in tones_data:
+        raise ValueError("offline brain data: [tones] must be a table holding tones.default")
+    tones = {name: _tone(name, table, kinds) for name, table in tones_data.items()}
+    tone_keywords = tuple(
+        (_name(t, "tone", "tone_keywords", tones), _lines(t, "keywords", "tone_keywords"))
+        for t in _tables(data, "tone_keywords")
+    )
+    return Phrasebook(tones, tone_keywords, trigger_kinds)
+
+
+def _tone(name: str, table: object, kinds: set[str]) -> Tone:
+    where = f"tones.{name}"
+    if not isinstance(table, dict) or not isinstance(table.get("role"), str):
+        raise ValueError(f"offline brain data: {where} must be a table with a role string")
+    unknown = set(table) - {"role", "reactions", *_BANKS}
+    reactions = table.get("reactions")
+    if unknown or not isinstance(reactions, dict) or set(reactions) != kinds:
+        raise ValueError(
+            f"offline brain data: {where} must hold role, {', '.join(_BANKS)} and reactions "
+            f"for {sorted(kinds)}, nothing else"
+        )
+    banks = {b: _lines(table, b, where, bank=b) for b in _BANKS}
+    lines = {k: _lines(reactions, k, f"{where}.reactions", bank="reactions") for k in kinds}
+    return Tone(name=name, role=table["role"], reactions=lines, **banks)
+
+
+def _tables(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
+        raise ValueError(f"offline brain data: [[{key}]] must be a non-empty array of tables")
+    return value
+
+
+def _name(table: Mapping[str, Any], key: str, where: str, known: Collection[str] = ()) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value or (known and value not in known):
+        raise ValueError(f"offline brain data: {where}.{key} {value!r} is not a known name")
+    return value
+
+
+def _lines(table: Mapping[str, Any], key: str, where: str, *, bank: str = "") -> tuple[str, ...]:
+    """The non-empty list of strings at `table[key]`, with "" and placeholders only where the
+    `bank` it fills allows them, and no stray brace (`str.format` would fail on it)."""
+    value = table.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise ValueError(f"offline brain data: {where}.{key} must be a non-empty list of strings")
+    allowed = _PLACEHOLDERS.get(bank, frozenset())
+    for line in value:
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(line) if f is not None}
+        except ValueError:  # a stray brace
+            used = {"{"}
+        if (not line and bank not in _MAY_BE_EMPTY) or not used <= allowed:
+            raise ValueError(f"offline brain data: {where}.{key}: bad line {line!r}")
+    return tuple(value)
+
+
+PHRASEBOOK: Final = parse_phrasebook(
+    resources.files("parleyd.engine").joinpath("data", "offline_brain.toml").read_text("utf-8")
 )
 
 
-def tone_of(persona: Persona) -> Tone:
+def tone_of(persona: Persona, book: Phrasebook = PHRASEBOOK) -> Tone:
     """The tone for the persona's profile, else guessed from the start of its situation."""
     for text in (persona.profile, " ".join(split_sentences(persona.situation)[:2])):
         low = f" {text.lower()} "
-        if low.strip() in _TONES:
-            return _TONES[low.strip()]
-        for tone, keys in _TONE_KEYWORDS:
+        if low.strip() in book.tones:
+            return book.tones[low.strip()]
+        for tone, keys in book.tone_keywords:
             if any(k in low for k in keys):
-                return _TONES[tone]
-    return _DEFAULT
+                return book.tones[tone]
+    return book.tones["default"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -877,33 +727,6 @@ def _trigger_words(trigger: str) -> list[str]:
     return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
 
 
-_TRIGGER_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
-    (
-        "alarm",
-        _wordset(
-            "attack attacked attacks attacking damage damaged hit hurt injured fight combat "
-            "explosion alarm threat stolen steal stole theft fire killed ambush"
-        ),
-    ),
-    (
-        "gift",
-        _wordset(
-            "item items gift gifted give gave given receive received pickup picked trade traded "
-            "pay paid payment purchase purchased bought deliver delivered donated"
-        ),
-    ),
-    (
-        "farewell",
-        _wordset("leave left leaves leaving exit exited exits depart departed quit gone"),
-    ),
-    (
-        "welcome",
-        _wordset(
-            "enter entered enters entering arrive arrived arrives join joined joins approach "
-            "approached approaches spawn spawned appear appeared came"
-        ),
-    ),
-)
 _WHO_KEYS = ("name", "player_name", "player", "who", "user", "username", "character")
 _ITEM_KEYS = ("item", "item_name", "gift", "object", "thing")
 
@@ -929,6 +752,10 @@ def _payload_text(payload: Mapping[str, Any], keys: Iterable[str]) -> str:
 class OfflineBrain:
     """Deterministic, network-free `Brain` that speaks from the persona's brief."""
 
+    def __init__(self, phrasebook: Phrasebook = PHRASEBOOK) -> None:
+        """`phrasebook`: the tones it speaks in (by default those of data/offline_brain.toml)."""
+        self._book = phrasebook
+
     async def reply(
         self, persona: Persona, history: Sequence[Turn], said: UserInput
     ) -> AsyncIterator[str]:
@@ -940,7 +767,7 @@ class OfflineBrain:
 
     def compose(self, persona: Persona, history: Sequence[Turn], said: UserInput) -> list[str]:
         """The reply as a list of sentences."""
-        tone = tone_of(persona)
+        tone = tone_of(persona, self._book)
         seed = f"{len(history)}|{persona.agent_id}|{said.text}|{said.trigger}|{said.opening}"
 
         def pick(options: Sequence[str], kind: str) -> str:
@@ -965,24 +792,18 @@ class OfflineBrain:
 
     def _reaction(self, tone: Tone, said: UserInput, pick: _Pick) -> str:
         trigger_words = _trigger_words(said.trigger)
-        kind = "generic"
-        for name, keys in _TRIGGER_KINDS:
-            if any(w in keys for w in trigger_words):
-                kind = name
-                break
+        kind = next(
+            (k for k, keys in self._book.trigger_kinds if any(w in keys for w in trigger_words)),
+            GENERIC_REACTION,
+        )
         who = _payload_text(said.payload, _WHO_KEYS)
         item = _payload_text(said.payload, _ITEM_KEYS)
-        if kind == "welcome":
-            return pick(tone.welcome, kind).format(who=f", {who}" if who else "")
-        if kind == "farewell":
-            return pick(tone.farewell, kind).format(who=f", {who}" if who else "")
-        if kind == "alarm":
-            return pick(tone.alarm, kind)
-        if kind == "gift":
-            return pick(tone.gift, kind).format(item=f"the {item}" if item else "this")
-        event = " ".join(trigger_words) or "something happened"
-        line = pick(tone.generic_event, kind).format(event=event)
-        return line[0].upper() + line[1:]
+        line = pick(tone.reactions[kind], kind).format(
+            who=f", {who}" if who else "",
+            item=f"the {item}" if item else "this",
+            event=" ".join(trigger_words) or "something happened",
+        )
+        return line[:1].upper() + line[1:]  # a line may start with the event's lowercase words
 
     def _identity(self, persona: Persona, tone: Tone, *, more: bool = False) -> list[str]:
         """Who the persona is: its "You are ..." sentence, else its name and role. With `more`,
