@@ -90,6 +90,7 @@ bench: setup speech-deps
 	$(PY) bench/voice.py
 	$(PY) bench/asr_accuracy.py
 	$(PY) bench/webrtc.py
+	$(PY) bench/avatar.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

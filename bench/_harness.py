@@ -145,9 +145,8 @@ async def serve_parleyd(database_url: str, **settings: Any) -> None:
     Announces {port, api_key, http_port}; `settings` override the production defaults.
     """
     from parleyd import logs
+    from parleyd.app import App
     from parleyd.config import Settings
-    from parleyd.grpc.server import ParleydServer
-    from parleyd.manager import wall_clock_ms
 
     logs.configure("WARNING")
     base: dict[str, Any] = {
@@ -157,12 +156,10 @@ async def serve_parleyd(database_url: str, **settings: Any) -> None:
         "database_url": database_url,
         "log_level": "WARNING",
     }
-    server = ParleydServer(Settings(**(base | settings)))
+    server = App(Settings(**(base | settings)))
     await server.start()
-    assert server.repo is not None
-    _, key = await server.repo.create_api_key(
-        name="bench", max_session_duration_ms=3_600_000, now_ms=wall_clock_ms()
-    )
+    assert server.manager is not None
+    _, key = await server.manager.create_api_key(name="bench", max_session_duration_ms=3_600_000)
     announce(port=server.port, api_key=key, http_port=server.http_port)
     await wait_stdin_eof()
     await server.stop(0.5)

@@ -4,7 +4,7 @@
 
 Servers run as subprocesses of this script, started the same way: a bare grpc.aio bidi echo
 (a generic stream handler that writes back every message it reads: no checks, no routing) and a
-full parleyd (ParleydServer over a fresh SQLite file, log level WARNING). This process is the
+full parleyd (parleyd.app.App over a fresh SQLite file, log level WARNING). This process is the
 client side. Everything stays on 127.0.0.1; every loop is bounded in count and time.
 
 1. Lock-step round trip of a 20 ms 48 kHz frame (1,920 bytes): USER -> parleyd -> AGENT ->

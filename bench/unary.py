@@ -4,7 +4,7 @@
 
 Two servers run side by side, each in its own subprocess started the same way (this script with
 --role): a bare grpc.aio unary echo (a generic handler: no validation, no storage, no interceptors)
-and a full parleyd (ParleydServer over a fresh SQLite file, log level WARNING). This process is
+and a full parleyd (parleyd.app.App over a fresh SQLite file, log level WARNING). This process is
 the closed-loop load generator: `--concurrency` callers on one channel per server, each sending
 its next call when the previous one returns, for `--seconds` per phase (at most `--max-calls`).
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from parley.v1 import session_pb2, session_service_pb2
 
-from tests.conftest import Running
+from tests.support.server import Running
 
 
 async def test_create_then_get(running: Running) -> None:

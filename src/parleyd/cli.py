@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from parleyd import __version__, logs
+from parleyd.app import App
 from parleyd.config import Settings, add_arguments, load_settings
 from parleyd.domain.durations import parse_duration_ms
 from parleyd.domain.session import ConnectionType, SessionSpec
-from parleyd.grpc.server import ParleydServer
-from parleyd.manager import wall_clock_ms
+from parleyd.manager import SessionManager
 from parleyd.store import Repository, open_database
 
 log = logging.getLogger("parleyd")
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    server = ParleydServer(settings)
+    server = App(settings)
     await server.start()
-    assert server.repo is not None
-    await _ensure_dev_key(server.repo, settings)
+    assert server.manager is not None
+    await _ensure_dev_key(server.manager, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,11 +129,11 @@ DEMO_SITUATION = (
 )
 
 
-async def _demo_link(server: ParleydServer) -> str:
+async def _demo_link(server: App) -> str:
     """A fresh VIDEO session of the first API key, as a link to the demo page (or "")."""
-    if server.http is None or server.manager is None or server.repo is None:
+    if server.http is None or server.manager is None:
         return ""
-    keys = [k for k in await server.repo.list_api_keys() if not k.revoked]
+    keys = [k for k in await server.manager.list_api_keys() if not k.revoked]
     if not keys:
         return ""
     created = await server.manager.create_session(
@@ -151,14 +151,12 @@ async def _demo_link(server: ParleydServer) -> str:
     return f"{server.http.url}/#session={created.session.id}&token={created.access_token}"
 
 
-async def _ensure_dev_key(repo: Repository, settings: Settings) -> None:
+async def _ensure_dev_key(manager: SessionManager, settings: Settings) -> None:
     """On the first start of an empty database, make a key so a newcomer can call at once."""
-    if await repo.count_api_keys() > 0:
+    if await manager.count_api_keys() > 0:
         return
-    _, plaintext = await repo.create_api_key(
-        name=DEV_KEY_NAME,
-        max_session_duration_ms=settings.dev_key_max_session_duration_ms,
-        now_ms=wall_clock_ms(),
+    _, plaintext = await manager.create_api_key(
+        name=DEV_KEY_NAME, max_session_duration_ms=settings.dev_key_max_session_duration_ms
     )
     bar = "=" * 78
     print(
@@ -177,7 +175,8 @@ async def _keys(args: argparse.Namespace) -> int:
         argparse.Namespace(database_url=args.database_url) if args.database_url else None
     )
     db = await open_database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    repo = Repository(db)
+    # The admin commands are their own small composition: the store and the manager over it.
+    manager = SessionManager(Repository(db))
     try:
         if args.keys_command == "create":
             try:
@@ -188,8 +187,8 @@ async def _keys(args: argparse.Namespace) -> int:
             if max_ms <= 0:
                 print("--max-session-duration must be positive", file=sys.stderr)
                 return 2
-            key, plaintext = await repo.create_api_key(
-                name=args.name, max_session_duration_ms=max_ms, now_ms=wall_clock_ms()
+            key, plaintext = await manager.create_api_key(
+                name=args.name, max_session_duration_ms=max_ms
             )
             print(plaintext)
             print(
@@ -197,11 +196,11 @@ async def _keys(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         elif args.keys_command == "list":
-            for key in await repo.list_api_keys():
+            for key in await manager.list_api_keys():
                 status = "revoked" if key.revoked else "active"
                 print(f"{key.id}\t{key.name}\t{key.max_session_duration_ms // 1000}s\t{status}")
         elif args.keys_command == "revoke":
-            if not await repo.revoke_api_key(args.key_id):
+            if not await manager.revoke_api_key(args.key_id):
                 print(f"no key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")

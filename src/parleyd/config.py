@@ -149,6 +149,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest wait on the LLM endpoint (connect, first byte, between pieces) before the "
         "character says it cannot think right now.",
     ),
+    Setting(
+        "llm_max_history_tokens",
+        "2000",
+        "How much of the conversation (estimated tokens, newest first) is sent to the LLM; the "
+        "session summary stands in for older turns.",
+        int,
+    ),
+    Setting(
+        "avatar_fps",
+        "15",
+        "Frames per second of the built-in engine's drawn avatar in VIDEO sessions.",
+        int,
+    ),
     Setting("log_level", "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Setting("log_format", "text", "text (key=value) or json (one JSON object per line)."),
 )
@@ -184,15 +197,14 @@ class Settings:
     llm_model: str = ""
     llm_api_key: str = ""
     llm_timeout_ms: int = 20_000
+    llm_max_history_tokens: int = 2_000
+    avatar_fps: int = 15
     log_level: str = "INFO"
     log_format: str = "text"
 
     def session_cache_enabled(self) -> bool | None:
         """The Repository's session_cache argument: None lets it decide by database."""
         return {"on": True, "off": False}.get(self.session_cache)
-
-    def advertised_grpc_target(self, bound_port: int) -> str:
-        return self.public_grpc_target or f"{self.host}:{bound_port}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -243,6 +255,10 @@ def load_settings(
         raise SystemExit("--http-port must be between 0 and 65535")
     if out["outbox_capacity"] < 16:
         raise SystemExit("--outbox-capacity must be at least 16")
+    if out["llm_max_history_tokens"] < 1:
+        raise SystemExit("--llm-max-history-tokens must be at least 1")
+    if not 1 <= out["avatar_fps"] <= 60:
+        raise SystemExit("--avatar-fps must be between 1 and 60")
     return Settings(**out)
 
 

@@ -1,25 +1,30 @@
-"""The session manager: every management operation, on top of the domain rules and the store.
+"""The session manager: every operation on stored sessions, on the domain rules and the store.
 
-Transport-free: the gRPC servicer translates protobuf to these calls, and a later transport (or
-the live hub) calls the same methods. Observers registered with `on_transition` hear of every state
-change, so live rooms can close streams when a session is disconnected, terminated or expired.
+Transport-free: the gRPC servicer translates protobuf to these calls. The live side (hub, rooms,
+transports, the built-in engine) uses only the narrow `live.SessionPort` this class implements —
+admit by token, load, apply an event, append and load history, context and summary updates,
+heartbeat, recover, the clock and transition observers — and never
+the repository, which is private to this class. Observers registered with `on_transition` hear of
+every state change, so live rooms can close streams when a session is disconnected, terminated or
+expired.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
+from parleyd._periodic import every
 from parleyd.domain import limits
 from parleyd.domain.errors import InvalidArgument, Unauthenticated
 from parleyd.domain.ids import (
+    is_session_id,
     new_access_token,
     new_session_id,
     seal_token,
@@ -31,6 +36,7 @@ from parleyd.domain.lifecycle import (
     SessionEvent,
     SessionState,
     Transition,
+    ensure_joinable,
     transition,
 )
 from parleyd.domain.paging import decode_page_token, encode_page_token, filters_fingerprint
@@ -38,10 +44,12 @@ from parleyd.domain.session import (
     CREATE_FIELDS,
     ApiKey,
     Message,
+    MessageRole,
     SceneItem,
     Session,
     SessionSpec,
     SessionUsage,
+    TransitionObserver,
     expiry_after_change,
 )
 from parleyd.domain.templates import render_situation
@@ -57,10 +65,11 @@ log = logging.getLogger("parleyd.manager")
 
 T = TypeVar("T")
 Clock = Callable[[], int]
-TransitionObserver = Callable[[Session, Transition], Awaitable[None]]
 
 _UPDATE_ATTEMPTS = 8
 _KEY_CACHE_TTL_MS = 30_000
+# The history a live conversation reads back is bounded: the engine only keeps the last few turns.
+_HISTORY_READ_MAX = 10_000
 
 
 def wall_clock_ms() -> int:
@@ -87,7 +96,7 @@ class SessionManager:
         default_resume_window_ms: int = 300_000,
         clock: Clock = wall_clock_ms,
     ) -> None:
-        self.repo = repo
+        self._repo = repo
         self._default_resume_window_ms = default_resume_window_ms
         self._clock = clock
         self._observers: list[TransitionObserver] = []
@@ -119,7 +128,7 @@ class SessionManager:
         cached = self._key_cache.get(api_key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        key = await self.repo.find_api_key(api_key)
+        key = await self._repo.find_api_key(api_key)
         if key is None:
             raise Unauthenticated("invalid API key")
         if len(self._key_cache) > 10_000:
@@ -149,7 +158,7 @@ class SessionManager:
         sealed = (
             seal_token(token, api_key_plaintext, request_id, session_id) if request_id else None
         )
-        outcome = await self.repo.create_session(
+        outcome = await self._repo.create_session(
             session_id=session_id,
             api_key_id=key.id,
             spec=spec,
@@ -176,7 +185,7 @@ class SessionManager:
 
     async def get_session(self, key: ApiKey, session_id: str) -> Session:
         check_session_id(session_id)
-        return await self.repo.get_session(session_id, key.id)
+        return await self._repo.get_session(session_id, key.id)
 
     async def list_sessions(
         self,
@@ -210,12 +219,8 @@ class SessionManager:
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidArgument.field("page_token", "is not a page token this call returned")
         flt = SessionFilter(state=state, agent_id=agent_id, user_id=user_id, metadata=metadata)
-        rows = await self.repo.list_sessions(key.id, flt, before_id=cursor, limit=size + 1)
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = encode_page_token("sessions", rows[-1].id, fp)
-        return Page(rows, next_token)
+        rows = await self._repo.list_sessions(key.id, flt, before_id=cursor, limit=size + 1)
+        return _page(rows, size, lambda last: encode_page_token("sessions", last.id, fp))
 
     async def update_session(
         self, key: ApiKey, session_id: str, changes: SessionSpec, paths: list[str]
@@ -224,18 +229,11 @@ class SessionManager:
         check_session_id(session_id, "session.id")
         raise_if(spec_violations(changes, paths, key_max_duration_ms=key.max_session_duration_ms))
         for _ in range(_UPDATE_ATTEMPTS):
-            current = await self.repo.get_session(session_id, key.id)
+            current = await self._repo.get_session(session_id, key.id)
             transition(current.state, SessionEvent.UPDATE)  # ended -> FAILED_PRECONDITION
             merged = _merge(current, changes, paths)
             values = _column_values(changes, paths)
-            if {
-                "situation",
-                "metadata",
-                "render_templates",
-                "scene",
-                "dynamic_info",
-                "profile",
-            } & set(paths):
+            if _TEMPLATE_INPUTS & set(paths):
                 rendered = render_situation(merged)
                 _check_rendered(rendered)
                 values["rendered_situation"] = rendered
@@ -248,7 +246,7 @@ class SessionManager:
                 values["expire_at_ms"] = expiry_after_change(
                     current, max_duration_ms=max_ms, resume_window_ms=window_ms
                 )
-            updated = await self.repo.update_session(current, values, now_ms=self.now_ms())
+            updated = await self._repo.update_session(current, values, now_ms=self.now_ms())
             if updated is not None:
                 return updated
         raise RuntimeError(f"session {session_id} kept changing during UpdateSession")
@@ -269,7 +267,7 @@ class SessionManager:
         if scene is not None:
             changes.scene = list(scene)
             paths.append("scene")
-        current = await self.repo.get_session(session_id)
+        current = await self._repo.get_session(session_id)
         if not paths:
             return current
         key = ApiKey(current.api_key_id, "", current.max_duration_ms, 0)
@@ -278,8 +276,8 @@ class SessionManager:
     async def set_summary(self, session_id: str, summary: str) -> Session:
         """The AI side's summary of the conversation (output only for callers)."""
         for _ in range(_UPDATE_ATTEMPTS):
-            current = await self.repo.get_session(session_id)
-            updated = await self.repo.update_session(
+            current = await self._repo.get_session(session_id)
+            updated = await self._repo.update_session(
                 current, {"summary": summary[:4_096]}, now_ms=self.now_ms()
             )
             if updated is not None:
@@ -306,7 +304,7 @@ class SessionManager:
         active_until_ms: int | None = None,
         only_if_due: bool = False,
     ) -> Session:
-        session, step = await self.repo.apply_event(
+        session, step = await self._repo.apply_event(
             session_id,
             event,
             now_ms=self.now_ms(),
@@ -329,7 +327,7 @@ class SessionManager:
     async def expire_due(self) -> list[Session]:
         """Expires every session whose resume window or max_duration has run out."""
         expired: list[Session] = []
-        for s in await self.repo.sessions_due_to_expire(self.now_ms()):
+        for s in await self._repo.sessions_due_to_expire(self.now_ms()):
             try:
                 # Due-ness, reason and end of billing are re-read inside the transaction: the
                 # session may have been resumed or extended since the query above.
@@ -339,13 +337,100 @@ class SessionManager:
         return expired
 
     async def run_expiry(self, interval_ms: int, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        await every(interval_ms, stop, self.expire_due, "expiry sweep")
+
+    # -- the live side's port (live.SessionPort) ------------------------------------------------
+
+    async def admit(self, session_id: str, access_token: str) -> Session:
+        """The session an access token opens, if it can still be joined.
+
+        Unauthenticated when the token is missing or does not open `session_id` (a malformed id
+        included: it cannot be told apart from a foreign one); FailedPrecondition when ended.
+        """
+        if not access_token:
+            raise Unauthenticated("missing access token")
+        session = None
+        if is_session_id(session_id):
+            session = await self._repo.get_session_by_token_hash(
+                session_id, secret_hash(access_token)
+            )
+        if session is None:
+            raise Unauthenticated(f"this access token does not open session {session_id}")
+        ensure_joinable(session.state)
+        return session
+
+    async def load(self, session_id: str) -> Session:
+        """The session as stored now (no key check: the live side already admitted it)."""
+        return await self._repo.get_session(session_id)
+
+    async def append_message(
+        self,
+        session_id: str,
+        role: MessageRole,
+        text: str,
+        interaction_id: str,
+        *,
+        interrupted: bool = False,
+    ) -> None:
+        await self._repo.append_message(
+            session_id,
+            role=role,
+            text=text,
+            interaction_id=interaction_id,
+            now_ms=self.now_ms(),
+            interrupted=interrupted,
+        )
+
+    async def load_history(self, session_id: str, *, last: int) -> list[Message]:
+        """The last `last` messages of the conversation, oldest first."""
+        messages = await self._repo.list_messages(
+            session_id, None, after_index=0, limit=_HISTORY_READ_MAX
+        )
+        return messages[-last:] if last > 0 else []
+
+    async def heartbeat(self, session_ids: Sequence[str]) -> None:
+        """Usage of these live sessions is counted up to now, should this process die."""
+        await self._repo.heartbeat(list(session_ids), self.now_ms())
+
+    async def recover_orphans(self, *, live: Collection[str] = ()) -> list[str]:
+        """Pauses sessions a dead process left ACTIVE; usage counts to their last heartbeat."""
+        recovered = []
+        for s in await self._repo.sessions_in_state(SessionState.ACTIVE):
+            if s.id in live:
+                continue
+            last = await self._repo.last_heartbeat_ms(s.id)
             try:
-                await self.expire_due()
+                await self.apply(
+                    s.id, SessionEvent.LEAVE, active_until_ms=last or s.active_since_ms
+                )
+                recovered.append(s.id)
             except Exception:
-                log.exception("expiry sweep failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_ms / 1000)
+                log.exception("could not recover session %s", s.id)
+        if recovered:
+            log.info("paused sessions a previous process left ACTIVE", extra={"n": len(recovered)})
+        return recovered
+
+    # -- API keys -----------------------------------------------------------------------------
+
+    async def create_api_key(
+        self, *, name: str, max_session_duration_ms: int
+    ) -> tuple[ApiKey, str]:
+        """A new key and its plaintext, which is shown once and stored only as a hash."""
+        return await self._repo.create_api_key(
+            name=name, max_session_duration_ms=max_session_duration_ms, now_ms=self.now_ms()
+        )
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._repo.list_api_keys()
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        revoked = await self._repo.revoke_api_key(key_id)
+        # Drop this process's cached copies at once, whatever the TTL says.
+        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0].id != key_id}
+        return revoked
+
+    async def count_api_keys(self) -> int:
+        return await self._repo.count_api_keys()
 
     # -- history and usage --------------------------------------------------------------------
 
@@ -358,14 +443,10 @@ class SessionManager:
         cursor = decode_page_token(page_token, "messages", fp)
         if cursor is not None and not isinstance(cursor, int):
             raise InvalidArgument.field("page_token", "is not a page token this call returned")
-        rows = await self.repo.list_messages(
+        rows = await self._repo.list_messages(
             session_id, key.id, after_index=cursor or 0, limit=size + 1
         )
-        next_token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            next_token = encode_page_token("messages", rows[-1].index, fp)
-        return Page(rows, next_token)
+        return _page(rows, size, lambda last: encode_page_token("messages", last.index, fp))
 
     async def usage(
         self, key: ApiKey, *, start_ms: int | None, end_ms: int | None, session_id: str
@@ -378,13 +459,21 @@ class SessionManager:
             raise InvalidArgument.field("end_time", "must be after start_time")
         if session_id:
             check_session_id(session_id)
-        return await self.repo.usage(
+        return await self._repo.usage(
             key.id,
             start_ms=start_ms,
             end_ms=end_ms,
             now_ms=self.now_ms(),
             session_id=session_id or None,
         )
+
+
+def _page(rows: list[T], size: int, token_after: Callable[[T], str]) -> Page[T]:
+    """`rows` were read with one row more than `size`: that one tells whether a page follows."""
+    if len(rows) <= size:
+        return Page(rows, "")
+    rows = rows[:size]
+    return Page(rows, token_after(rows[-1]))
 
 
 def _page_size(requested: int, default: int, maximum: int) -> int:

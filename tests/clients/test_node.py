@@ -1,47 +1,22 @@
 """A Node.js client (@grpc/grpc-js + @grpc/proto-loader on the repo's proto/) against parleyd.
 
-Needs `node` and tests/clients/node/node_modules (`make node-deps`). Without them the tests skip,
-saying why, unless CI is set: then they fail.
+Needs `node` and tests/clients/node/node_modules (`make node-deps`): the `node` fixture of
+conftest.py skips without them, saying why, unless CI is set: then it fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.clients.conftest import PROTO_DIR
+from tests.support.process import ParleydProcess
+from tests.support.tools import NODE_DIR
 
-from tests.clients.conftest import PROTO_DIR, ParleydProcess
-
-NODE_DIR = Path(__file__).resolve().parent / "node"
 CLIENT = NODE_DIR / "client.js"
 NODE_TIMEOUT_S = 60
-REQUIRED_MODULES = ("@grpc/grpc-js", "@grpc/proto-loader")
-
-
-def _missing() -> str | None:
-    if shutil.which("node") is None:
-        return "the `node` command is not installed (run `make system-deps`)"
-    absent = [m for m in REQUIRED_MODULES if not (NODE_DIR / "node_modules" / m).is_dir()]
-    if absent:
-        return f"{', '.join(absent)} not in {NODE_DIR / 'node_modules'} (run `make node-deps`)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    reason = _missing()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    exe = shutil.which("node")
-    assert exe is not None
-    return exe
 
 
 def run_client(node: str, target: str, api_key: str) -> tuple[int, dict[str, Any], str]:

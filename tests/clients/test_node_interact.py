@@ -4,7 +4,7 @@ The Node client (tests/clients/node/interact.js: @grpc/grpc-js + @grpc/proto-loa
 proto/) joins as ROLE_USER and types a line; a Python AGENT (grpc.aio) attached to the same
 AGENT_MODE_EXTERNAL session answers "You said: <text>". Needs `node` and
 tests/clients/node/node_modules (`make node-deps`): without them the test skips, saying why, unless
-CI is set: then it fails.
+CI is set: then it fails (the `node` fixture of conftest.py).
 
 `EchoAgent` and `external_session` are also used by test_grpcurl_interact.py.
 """
@@ -15,20 +15,21 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import pytest
 from parley.v1 import interact_pb2 as ip
 from parley.v1 import message_pb2, session_pb2, session_service_pb2, session_service_pb2_grpc
 
-from tests.clients.conftest import PROTO_DIR, ParleydProcess
-from tests.clients.test_node import NODE_DIR, _missing
-from tests.interact_client import Peer, has, is_event
+from tests.clients.conftest import PROTO_DIR
+from tests.support.interact import Peer, is_event, join
+from tests.support.process import ParleydProcess
+from tests.support.sessions import Client, create, get_session, messages, wait_state
+from tests.support.tools import NODE_DIR
+from tests.support.waiting import wait_until
 
 INTERACT_JS = NODE_DIR / "interact.js"
 NODE_RUN_TIMEOUT_S = 30.0  # the script gives up by itself after 20 s
@@ -36,63 +37,27 @@ STEP_TIMEOUT_S = 10.0
 E = ip.EventType
 
 
-@pytest.fixture(scope="module")
-def node_exe() -> str:
-    """The `node` command; skips (or fails when CI is set) exactly like test_node.py."""
-    reason = _missing()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    exe = shutil.which("node")
-    assert exe is not None
-    return exe
-
-
 def reply_to(text: str) -> str:
     return f"You said: {text}"
 
 
 @dataclass
-class ExternalSession:
+class ExternalSession(Client):
+    """A session of the dev key on a `parleyd serve` process, and a client of that key."""
+
     target: str
-    api_key: str
     channel: grpc.aio.Channel
-    stub: session_service_pb2_grpc.SessionServiceStub
     session_id: str
     access_token: str
 
-    def md(self) -> tuple[tuple[str, str], ...]:
-        return (("x-api-key", self.api_key),)
-
     async def get(self) -> session_pb2.Session:
-        resp = await self.stub.GetSession(
-            session_service_pb2.GetSessionRequest(session_id=self.session_id),
-            metadata=self.md(),
-            timeout=STEP_TIMEOUT_S,
-        )
-        return resp.session
+        return await get_session(self, self.session_id, timeout=STEP_TIMEOUT_S)
 
     async def messages(self) -> list[message_pb2.Message]:
-        resp = await self.stub.ListMessages(
-            session_service_pb2.ListMessagesRequest(session_id=self.session_id),
-            metadata=self.md(),
-            timeout=STEP_TIMEOUT_S,
-        )
-        return list(resp.messages)
+        return await messages(self, self.session_id, timeout=STEP_TIMEOUT_S)
 
-    async def wait_state(self, state: int, timeout: float = STEP_TIMEOUT_S) -> session_pb2.Session:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            s = await self.get()
-            if s.state == state or loop.time() > deadline:
-                assert s.state == state, (
-                    f"session stayed {session_pb2.SessionState.Name(s.state)}, wanted "
-                    f"{session_pb2.SessionState.Name(state)}"
-                )
-                return s
-            await asyncio.sleep(0.05)
+    async def wait_state(self, state: int) -> session_pb2.Session:
+        return await wait_state(self, self.session_id, state, timeout_s=STEP_TIMEOUT_S)
 
     async def terminate(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError):
@@ -108,21 +73,20 @@ async def external_session(server: ParleydProcess, **fields: Any) -> AsyncIterat
     """A new AGENT_MODE_EXTERNAL session (dev key, Python client); terminated at the end."""
     channel = grpc.aio.insecure_channel(server.target, options=[("grpc.enable_http_proxy", 0)])
     try:
-        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        dev = Client(session_service_pb2_grpc.SessionServiceStub(channel), server.dev_api_key)
         fields.setdefault("agent_id", "echo-npc")
-        created = await stub.CreateSession(
-            session_service_pb2.CreateSessionRequest(
-                session=session_pb2.Session(agent_mode=session_pb2.AGENT_MODE_EXTERNAL, **fields),
-                request_id=str(uuid.uuid4()),
-            ),
-            metadata=(("x-api-key", server.dev_api_key),),
+        created = await create(
+            dev,
+            request_id=str(uuid.uuid4()),
             timeout=STEP_TIMEOUT_S,
+            agent_mode=session_pb2.AGENT_MODE_EXTERNAL,
+            **fields,
         )
         session = ExternalSession(
+            dev.stub,
+            dev.api_key,
             server.target,
-            server.dev_api_key,
             channel,
-            stub,
             created.session.id,
             created.access_token,
         )
@@ -157,40 +121,42 @@ class EchoAgent:
                 await self.peer.send(text=ip.TextInput(text=reply_to(msg.text.text)))
 
     async def wait_heard(self, n: int, timeout: float = STEP_TIMEOUT_S) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.heard) < n:
-            assert loop.time() < deadline, f"the agent heard {len(self.heard)} texts, not {n}"
+        def heard() -> bool:
+            if len(self.heard) >= n:
+                return True
             assert self.task is not None
             if self.task.done():
                 self.task.result()  # raises what ended it
                 raise AssertionError(f"the agent's stream ended; saw {self.peer.kinds()}")
-            await asyncio.sleep(0.02)
+            return False
+
+        await wait_until(
+            heard,
+            timeout_s=timeout,
+            what=lambda: f"the agent heard {len(self.heard)} texts, not {n}",
+        )
 
     async def wait_event(self, kind: int, timeout: float = STEP_TIMEOUT_S) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not any(is_event(kind)(m) for m in self.peer.seen):
-            assert loop.time() < deadline, f"no {E.Name(kind)} for the agent: {self.peer.kinds()}"
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: any(is_event(kind)(m) for m in self.peer.seen),
+            timeout_s=timeout,
+            what=lambda: f"no {E.Name(kind)} for the agent: {self.peer.kinds()}",
+        )
 
 
 @contextlib.asynccontextmanager
 async def echo_agent(session: ExternalSession) -> AsyncIterator[EchoAgent]:
     """Joins `session` as ROLE_AGENT, waits for `opened`, answers in the background; at the end
     leaves and checks that the server closed the agent's stream with OK."""
-    call = session.stub.Interact()
-    peer = Peer(call, ip.ROLE_AGENT)
-    await peer.send(
-        join=ip.Join(
-            session_id=session.session_id,
-            access_token=session.access_token,
-            role=ip.ROLE_AGENT,
-            audio_format=ip.AudioFormat(sample_rate=16_000, chunk_ms=20),
-            client=ip.ClientInfo(name="python-echo-agent", engine="grpc.aio"),
-        )
+    peer = await join(
+        session,
+        session.session_id,
+        session.access_token,
+        ip.ROLE_AGENT,
+        opened_timeout=STEP_TIMEOUT_S,
+        client=ip.ClientInfo(name="python-echo-agent", engine="grpc.aio"),
     )
-    peer.opened = (await peer.until(has("opened"), timeout=STEP_TIMEOUT_S)).opened
+    call = peer.call
     agent = EchoAgent(peer)
     agent.task = asyncio.create_task(agent._serve())
     try:
@@ -209,12 +175,12 @@ async def echo_agent(session: ExternalSession) -> AsyncIterator[EchoAgent]:
 
 
 async def run_node_user(
-    node_exe: str, session: ExternalSession, text: str
+    node: str, session: ExternalSession, text: str
 ) -> tuple[int, dict[str, Any], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEYD_")}
     env["PARLEYD_PROTO_DIR"] = str(PROTO_DIR)
     proc = await asyncio.create_subprocess_exec(
-        node_exe,
+        node,
         str(INTERACT_JS),
         session.target,
         session.session_id,
@@ -240,15 +206,13 @@ async def run_node_user(
     return proc.returncode, json.loads(lines[0]), stderr.decode()
 
 
-async def test_node_user_talks_to_a_python_agent(
-    node_exe: str, parleyd_proc: ParleydProcess
-) -> None:
+async def test_node_user_talks_to_a_python_agent(node: str, parleyd_proc: ParleydProcess) -> None:
     text = f"hello from node {uuid.uuid4().hex[:8]}"
     async with external_session(parleyd_proc, user_id="node-user") as session:
         assert (await session.get()).state == session_pb2.SESSION_STATE_CREATED
         async with echo_agent(session) as agent:
             assert agent.opened.role == ip.ROLE_AGENT
-            rc, out, stderr = await run_node_user(node_exe, session, text)
+            rc, out, stderr = await run_node_user(node, session, text)
             failure = f"{out}\n{stderr}\n--- server log ---\n{parleyd_proc.log()[-3000:]}"
             assert rc == 0, failure
             assert out["ok"] is True, failure
@@ -290,11 +254,11 @@ async def test_node_user_talks_to_a_python_agent(
 
 
 async def test_node_user_with_a_wrong_token_fails_loudly(
-    node_exe: str, parleyd_proc: ParleydProcess
+    node: str, parleyd_proc: ParleydProcess
 ) -> None:
     async with external_session(parleyd_proc) as session:
         session.access_token = "pat_not-the-token"
-        rc, out, _ = await run_node_user(node_exe, session, "hi")
+        rc, out, _ = await run_node_user(node, session, "hi")
         assert rc == 1, out
         assert out["ok"] is False
         assert out["close_code"] == "UNAUTHENTICATED", out

@@ -10,59 +10,34 @@ from typing import Any
 
 import pytest
 from parley.v1 import interact_pb2 as ip
-from parley.v1 import session_pb2, session_service_pb2
+from parley.v1 import session_pb2
 
-from tests.conftest import Running, start_server
 from tests.engine.speech import say, silence
-from tests.interact_client import Peer, get_session, has, is_event, messages
+from tests.support.interact import Peer, has, is_event, join
+from tests.support.server import Running, serving
+from tests.support.sessions import BROM, builtin_session, get_session, messages, wait_state
+from tests.support.waiting import wait_until
 
-SITUATION = (
-    "You are Brom, the blacksmith of Oakvale. A sword costs forty gold coins. "
-    "A shield costs twenty five gold coins. Your forge stands next to the old well. "
-    "Refunds are given within seven days if the blade is unused."
-)
+SITUATION = BROM + " Refunds are given within seven days if the blade is unused."
 
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Running]:
-    r = await start_server(sqlite_url, engine="on", greeting="off", pause_grace_ms=100)
-    try:
+    async with serving(sqlite_url, engine="on", greeting="off", pause_grace_ms=100) as r:
         yield r
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
 
 
-async def builtin_session(
+async def brom(
     r: Running, connection_type: int = session_pb2.CONNECTION_TYPE_AUDIO, **fields: Any
 ) -> tuple[str, str]:
-    resp = await r.stub.CreateSession(
-        session_service_pb2.CreateSessionRequest(
-            session=session_pb2.Session(
-                agent_id="brom",
-                profile="shopkeeper",
-                situation=SITUATION,
-                connection_type=connection_type,
-                **fields,
-            )
-        ),
-        metadata=r.md(),
-    )
+    """(id, access token) of a new session with Brom, who also has a refund policy here."""
+    resp = await builtin_session(r, SITUATION, connection_type, **fields)
     return resp.session.id, resp.access_token
 
 
 async def user(r: Running, sid: str, tok: str, rate: int = 16_000) -> Peer:
-    peer = Peer(r.stub.Interact(), ip.ROLE_USER)
-    await peer.send(
-        join=ip.Join(
-            session_id=sid,
-            access_token=tok,
-            role=ip.ROLE_USER,
-            audio_format=ip.AudioFormat(sample_rate=rate, chunk_ms=20),
-        )
-    )
-    peer.opened = (await peer.until(has("opened"), timeout=20)).opened
-    return peer
+    """Joins as the USER; the engine loads its speech models before `opened`: up to 20 s."""
+    return await join(r, sid, tok, ip.ROLE_USER, rate=rate, opened_timeout=20)
 
 
 async def speak(peer: Peer, pcm: bytes, rate: int) -> None:
@@ -71,7 +46,7 @@ async def speak(peer: Peer, pcm: bytes, rate: int) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
     for n, k in enumerate(range(0, len(pcm), step)):
-        await asyncio.sleep(max(0.0, start + n * 0.02 - loop.time()))
+        await asyncio.sleep(max(0.0, start + n * 0.02 - loop.time()))  # paces it: real time
         await peer.send(audio=ip.AudioInput(pcm=pcm[k : k + step], sequence=n))
 
 
@@ -105,7 +80,7 @@ def rms(pcm: bytes) -> float:
 
 @pytest.mark.parametrize("rate", [16_000, 48_000])
 async def test_spoken_question_gets_a_spoken_lip_synced_answer(engine: Running, rate: int) -> None:
-    sid, tok = await builtin_session(engine)
+    sid, tok = await brom(engine)
     peer = await user(engine, sid, tok, rate)
     question = say("how much is a sword", rate=rate) + silence(700, rate)
     await speak(peer, silence(200, rate) + question, rate)
@@ -129,7 +104,7 @@ async def test_spoken_question_gets_a_spoken_lip_synced_answer(engine: Running, 
 
 
 async def test_text_in_spoken_reply_out(engine: Running) -> None:
-    sid, tok = await builtin_session(engine)
+    sid, tok = await brom(engine)
     peer = await user(engine, sid, tok)
     await peer.send(text=ip.TextInput(text="What is your refund policy?"))
     reply = await collect_reply(peer)
@@ -140,41 +115,52 @@ async def test_text_in_spoken_reply_out(engine: Running) -> None:
 async def test_trigger_gets_a_reaction_and_context_update_changes_the_answer(
     engine: Running,
 ) -> None:
-    sid, tok = await builtin_session(engine)
+    sid, tok = await brom(engine)
     peer = await user(engine, sid, tok)
     trig = ip.Trigger(name="player_entered")
     await peer.send(trigger=trig)
     reaction = await collect_reply(peer)
     assert reaction["text"]
-    await peer.send(
-        context_update=ip.ContextUpdate(
-            dynamic_info="Today swords are on sale: a sword costs ten gold coins."
-        )
-    )
-    await asyncio.sleep(0.2)
+    sale = "Today swords are on sale: a sword costs ten gold coins."
+    await peer.send(context_update=ip.ContextUpdate(dynamic_info=sale))
+
+    async def applied() -> bool:
+        return (await get_session(engine, sid)).dynamic_info == sale
+
+    # The session the engine answers from has the update before the question is asked.
+    await wait_until(applied, timeout_s=5, what="context_update applied to the session")
     await peer.send(text=ip.TextInput(text="How much is a sword today?"))
     reply = await collect_reply(peer)
     assert "ten" in reply["text"].lower()
 
 
 async def test_barge_in_stops_the_voice_and_keeps_only_what_was_heard(engine: Running) -> None:
-    sid, tok = await builtin_session(engine)
+    sid, tok = await brom(engine)
     peer = await user(engine, sid, tok)
     await peer.send(
         text=ip.TextInput(text="Tell me everything about the forge, the well and the swords.")
     )
     started = await peer.until(is_event(ip.EVENT_TYPE_RESPONSE_STARTED), timeout=20)
     iid = started.event.interaction_id
-    await peer.until(has("audio"), timeout=10)
-    await asyncio.sleep(1.5)
+    # The user hears 1.2 s of the reply (the client has received that much audio), and says so.
+    received_ms = 0.0
+
+    def reply_audio(m: ip.InteractResponse) -> bool:
+        nonlocal received_ms
+        if has("audio")(m) and m.audio.interaction_id == iid:
+            received_ms += len(m.audio.pcm) / 2 / m.audio.sample_rate * 1000
+        return received_ms >= 1200
+
+    await peer.until(reply_audio, timeout=20)
     await peer.send(playback_mark=ip.PlaybackMark(interaction_id=iid, played_ms=1200))
     # The user talks over it: real speech, detected by the engine's own voice activity detection.
     await speak(peer, say("wait stop") + silence(500), 16_000)
     interrupted = await peer.until(is_event(ip.EVENT_TYPE_INTERRUPTED), timeout=10)
     assert interrupted.event.interaction_id == iid
-    seen_at = len(peer.seen)
-    await asyncio.sleep(0.5)
-    late = [m for m in peer.seen[seen_at:] if has("audio")(m) and m.audio.interaction_id == iid]
+    # A window in which something must NOT happen: for 0.5 s after INTERRUPTED, no more audio
+    # of the cut reply reaches the user.
+    after = await peer.read_for(0.5)
+    late = [m for m in after if has("audio")(m) and m.audio.interaction_id == iid]
     assert late == []
     history = await messages(engine, sid)
     agent_turns = [m for m in history if m.role == 2 and m.interaction_id == iid]
@@ -190,7 +176,7 @@ async def test_barge_in_stops_the_voice_and_keeps_only_what_was_heard(engine: Ru
 async def test_video_session_streams_face_frames(engine: Running) -> None:
     from PIL import Image
 
-    sid, tok = await builtin_session(engine, session_pb2.CONNECTION_TYPE_VIDEO, avatar_id="brom")
+    sid, tok = await brom(engine, session_pb2.CONNECTION_TYPE_VIDEO, avatar_id="brom")
     peer = await user(engine, sid, tok)
     await peer.send(text=ip.TextInput(text="How much is a shield?"))
     frames: list[Any] = []
@@ -210,17 +196,13 @@ async def test_video_session_streams_face_frames(engine: Running) -> None:
 
 
 async def test_builtin_session_pauses_when_the_user_leaves_and_resumes(engine: Running) -> None:
-    sid, tok = await builtin_session(engine)
+    sid, tok = await brom(engine)
     peer = await user(engine, sid, tok)
     await peer.send(text=ip.TextInput(text="Hello!"))
     await collect_reply(peer)
     await peer.send(leave=ip.Leave())
     await peer.drain_to_end()
-    for _ in range(50):
-        if (await get_session(engine, sid)).state == session_pb2.SESSION_STATE_PAUSED:
-            break
-        await asyncio.sleep(0.05)
-    assert (await get_session(engine, sid)).state == session_pb2.SESSION_STATE_PAUSED
+    await wait_state(engine, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=2.5)
     again = await user(engine, sid, tok)
     await again.send(text=ip.TextInput(text="Where is your forge?"))
     reply = await collect_reply(again)
@@ -230,36 +212,34 @@ async def test_builtin_session_pauses_when_the_user_leaves_and_resumes(engine: R
 async def test_llm_brain_streams_and_a_failing_llm_is_survived(sqlite_url: str) -> None:
     from tests.engine.fake_llm import FakeLlm, Mode
 
-    async with FakeLlm(["A sword", " costs", " twenty gold.", " Anything else?"]) as llm:
-        r = await start_server(
+    async with (
+        FakeLlm(["A sword", " costs", " twenty gold.", " Anything else?"]) as llm,
+        serving(
             sqlite_url,
             engine="on",
             greeting="off",
             llm_base_url=llm.base_url,
             llm_model="fake-model",
             llm_timeout_ms=500,
-        )
-        try:
-            sid, tok = await builtin_session(r)
-            peer = await user(r, sid, tok)
-            await peer.send(text=ip.TextInput(text="How much is a sword?"))
-            reply = await collect_reply(peer)
-            assert reply["text"] == "A sword costs twenty gold. Anything else?"
-            assert rms(bytes(reply["audio"])) > 300
-            assert SITUATION in llm.requests[-1].system_prompt
-            assert llm.requests[-1].messages[-1]["content"] == "How much is a sword?"
-            # The LLM stalls past the timeout: the character says so and the session goes on.
-            llm.fail_next(Mode.STALL)
-            await peer.send(text=ip.TextInput(text="And a shield?"))
-            sorry = await collect_reply(peer)
-            assert "can't think" in sorry["text"]
-            llm.fail_next(Mode.HTTP_500)
-            await peer.send(text=ip.TextInput(text="Hello?"))
-            assert "can't think" in (await collect_reply(peer))["text"]
-            await peer.send(text=ip.TextInput(text="How much is a sword, again?"))
-            again = await collect_reply(peer)
-            assert again["text"].startswith("A sword costs")
-            assert (await get_session(r, sid)).state == session_pb2.SESSION_STATE_ACTIVE
-        finally:
-            await r.channel.close()
-            await r.server.stop(0.2)
+        ) as r,
+    ):
+        sid, tok = await brom(r)
+        peer = await user(r, sid, tok)
+        await peer.send(text=ip.TextInput(text="How much is a sword?"))
+        reply = await collect_reply(peer)
+        assert reply["text"] == "A sword costs twenty gold. Anything else?"
+        assert rms(bytes(reply["audio"])) > 300
+        assert SITUATION in llm.requests[-1].system_prompt
+        assert llm.requests[-1].messages[-1]["content"] == "How much is a sword?"
+        # The LLM stalls past the timeout: the character says so and the session goes on.
+        llm.fail_next(Mode.STALL)
+        await peer.send(text=ip.TextInput(text="And a shield?"))
+        sorry = await collect_reply(peer)
+        assert "can't think" in sorry["text"]
+        llm.fail_next(Mode.HTTP_500)
+        await peer.send(text=ip.TextInput(text="Hello?"))
+        assert "can't think" in (await collect_reply(peer))["text"]
+        await peer.send(text=ip.TextInput(text="How much is a sword, again?"))
+        again = await collect_reply(peer)
+        assert again["text"].startswith("A sword costs")
+        assert (await get_session(r, sid)).state == session_pb2.SESSION_STATE_ACTIVE

@@ -15,8 +15,9 @@ from parleyd.engine.interfaces import Persona, Turn, UserInput
 from parleyd.engine.llm_brain import (
     BrainUnavailable,
     LlmBrain,
+    LlmSettings,
     SseParser,
-    brain_from_env,
+    brain_for,
     build_messages,
     estimate_tokens,
 )
@@ -295,20 +296,22 @@ def test_sse_parser_rejects_broken_streams(lines: list[str]) -> None:
         run()
 
 
-def test_brain_from_env() -> None:
-    assert isinstance(brain_from_env({}), OfflineBrain)
-    assert isinstance(brain_from_env({"PARLEYD_LLM_BASE_URL": "  "}), OfflineBrain)
-    brain = brain_from_env(
-        {
-            "PARLEYD_LLM_BASE_URL": "http://127.0.0.1:8080/v1/",
-            "PARLEYD_LLM_MODEL": "llama-3",
-            "PARLEYD_LLM_API_KEY": "sk-x",
-            "PARLEYD_LLM_TIMEOUT_S": "7.5",
-        }
+def test_brain_for_settings() -> None:
+    assert isinstance(brain_for(LlmSettings()), OfflineBrain)
+    assert isinstance(brain_for(LlmSettings(base_url="  ")), OfflineBrain)
+    brain = brain_for(
+        LlmSettings(
+            base_url="http://127.0.0.1:8080/v1/",
+            model="llama-3",
+            api_key="sk-x",
+            timeout_s=7.5,
+            max_history_tokens=512,
+        )
     )
     assert isinstance(brain, LlmBrain)
     assert brain.url == "http://127.0.0.1:8080/v1/chat/completions"
     assert (brain.model, brain.api_key, brain.timeout_s) == ("llama-3", "sk-x", 7.5)
+    assert brain.max_history_tokens == 512
 
 
 async def test_llm_pieces_through_the_splitter_become_sentences(

@@ -1,25 +1,24 @@
-"""EspeakSynthesizer against the real espeak-ng (no mocks): audio, timing, visemes, voices."""
+"""EspeakSynthesizer and the voice catalogue against the real espeak-ng (no mocks): audio,
+timing, visemes, voices. The resampler it uses is tested in tests/audio."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
-import os
 import shutil
 import wave
 
 import numpy as np
 import pytest
 
-from parleyd.engine import tts
+from parleyd.engine import tts, voices
 from parleyd.engine.interfaces import Speech
 from parleyd.engine.visemes import VISEME_SET
+from tests.support.require import require
 
 if not tts.espeak_available():
-    if os.environ.get("CI"):
-        pytest.fail("libespeak-ng is not usable here", pytrace=False)
-    pytest.skip("libespeak-ng is not usable here", allow_module_level=True)
+    require("libespeak-ng is not usable here (run `make speech-deps`)")
 
 SENTENCE = "Welcome to my little shop, traveller. What can I get for you today?"
 
@@ -88,7 +87,7 @@ async def test_a_sentence_at_the_asked_rate(synth: tts.EspeakSynthesizer, rate: 
 async def test_as_long_as_the_espeak_ng_command_says_it(synth: tts.EspeakSynthesizer) -> None:
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.skip("no espeak-ng command")
+        require("no espeak-ng command (run `make speech-deps`)")
     proc = await asyncio.create_subprocess_exec(
         exe,
         "--stdout",
@@ -193,44 +192,26 @@ async def test_bad_rate_and_unknown_voice(synth: tts.EspeakSynthesizer) -> None:
 
 
 def test_voice_for_profiles() -> None:
-    assert tts.voice_for("shopkeeper") == "en-us+m3"
-    assert tts.voice_for("a grumpy Shopkeeper in a village") == "en-us+m3"
-    assert tts.voice_for("tutor") == "en-gb-x-rp+f2"
-    assert tts.voice_for("") == "en-us"
-    assert tts.voice_for("something else") == "en-us"
+    assert voices.voice_for("shopkeeper") == "en-us+m3"
+    assert voices.voice_for("a grumpy Shopkeeper in a village") == "en-us+m3"
+    assert voices.voice_for("tutor") == "en-gb-x-rp+f2"
+    assert voices.voice_for("") == "en-us"
+    assert voices.voice_for("something else") == "en-us"
     # an installed speaker_id wins, an unknown one is ignored
-    assert tts.voice_for("shopkeeper", "en-gb-scotland") == "en-gb-scotland"
-    assert tts.voice_for("tutor", "en-us+f3") == "en-us+f3"
-    assert tts.voice_for("tutor", "nope") == "en-gb-x-rp+f2"
-    assert tts.voice_for("tutor", "mb-us1") == "en-gb-x-rp+f2"  # MBROLA: not installed
-    for _, voice in tts.ROLE_VOICES:
-        assert tts.resolve_voice(voice) is not None, voice
+    assert voices.voice_for("shopkeeper", "en-gb-scotland") == "en-gb-scotland"
+    assert voices.voice_for("tutor", "en-us+f3") == "en-us+f3"
+    assert voices.voice_for("tutor", "nope") == "en-gb-x-rp+f2"
+    assert voices.voice_for("tutor", "mb-us1") == "en-gb-x-rp+f2"  # MBROLA: not installed
+    for _, voice in voices.ROLE_VOICES:
+        assert voices.resolve_voice(voice) is not None, voice
 
 
 def test_resolve_voice() -> None:
-    assert tts.resolve_voice("en-gb") == "gmw/en"
-    assert tts.resolve_voice("EN-US+F3") == "gmw/en-US+f3"
-    assert tts.resolve_voice("gmw/en-US") == "gmw/en-US"
-    assert tts.resolve_voice("en-us+nonexistent") is None
-    assert tts.resolve_voice("") is None
-    names = {v.identifier for v in tts.installed_voices()}
+    assert voices.resolve_voice("en-gb") == "gmw/en"
+    assert voices.resolve_voice("EN-US+F3") == "gmw/en-US+f3"
+    assert voices.resolve_voice("gmw/en-US") == "gmw/en-US"
+    assert voices.resolve_voice("en-us+nonexistent") is None
+    assert voices.resolve_voice("") is None
+    names = {v.identifier for v in voices.installed_voices()}
     assert "gmw/en-US" in names
     assert not any(n.startswith("mb/") for n in names)
-
-
-@pytest.mark.parametrize("rate", [8_000, 16_000, 44_100, 48_000])
-def test_resampling_quality(rate: int) -> None:
-    fs = 22_050
-    t = np.arange(fs * 2) / fs
-    tone = (np.sin(2 * np.pi * 1000 * t) * 16000).astype(np.int16)
-    out = tts.resample(tone, fs, rate).astype(np.float64)
-    assert len(out) == 2 * rate
-    ref = np.sin(2 * np.pi * 1000 * np.arange(len(out)) / rate) * 16000
-    inner = slice(rate // 10, -rate // 10)  # away from the edges
-    err = out[inner] - ref[inner]
-    snr = 10 * np.log10(np.mean(ref[inner] ** 2) / np.mean(err**2))
-    assert snr > 60, snr
-    if rate < fs:  # a tone above the new Nyquist frequency is filtered out, not aliased
-        high = (np.sin(2 * np.pi * 0.6 * rate * t) * 16000).astype(np.int16)
-        leak = tts.resample(high, fs, rate).astype(np.float64)[inner]
-        assert 20 * np.log10(max(rms(leak), 1e-9) / 11_314) < -60

@@ -1,10 +1,12 @@
-"""Tests of SessionService over the real in-process server, and helpers they share."""
+"""Tests of SessionService over the real in-process server, and helpers only they use.
+
+Creating sessions, reading them and waiting are in tests/support (every test directory uses them).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import grpc
@@ -18,7 +20,7 @@ from parley.v1 import session_service_pb2 as pb
 
 from parleyd.domain.lifecycle import SessionEvent
 from parleyd.manager import SessionManager
-from tests.conftest import Running
+from tests.support.server import Running
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -38,22 +40,6 @@ def ts_ms(ms: int) -> Timestamp:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def create(
-    r: Running, *, key: str | None = None, request_id: str = "", **fields: Any
-) -> pb.CreateSessionResponse:
-    """CreateSession with agent_id 'npc' unless given."""
-    fields.setdefault("agent_id", "npc")
-    return await r.stub.CreateSession(
-        pb.CreateSessionRequest(session=session_pb2.Session(**fields), request_id=request_id),
-        metadata=r.md(key),
-    )
-
-
-async def get(r: Running, session_id: str, key: str | None = None) -> session_pb2.Session:
-    resp = await r.stub.GetSession(pb.GetSessionRequest(session_id=session_id), metadata=r.md(key))
-    return resp.session
 
 
 async def list_all(r: Running, key: str | None = None, **filters: Any) -> list[session_pb2.Session]:
@@ -97,19 +83,6 @@ def bad_fields(err: grpc.aio.AioRpcError) -> list[str]:
             detail.Unpack(bad)
             fields.extend(v.field for v in bad.field_violations)
     return fields
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], *, timeout_s: float, interval_s: float = 0.05
-) -> None:
-    """Polls `check` until it is true; fails after `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        if await check():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        await asyncio.sleep(interval_s)
 
 
 async def db_snapshot(r: Running, key_ids: Iterable[str]) -> dict[str, list[tuple[Any, ...]]]:

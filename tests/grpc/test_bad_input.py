@@ -26,20 +26,20 @@ from parley.v1 import session_service_pb2 as pb
 
 from parleyd.domain.paging import filters_fingerprint
 from parleyd.domain.session import MessageRole
-from tests.conftest import Running, start_server
 from tests.grpc import (
     bad_fields,
-    create,
     db_snapshot,
-    get,
     join,
     key_id_of,
+    ms_of,
     now_ms,
     rpc_error,
     secs,
     status_details,
     ts_ms,
 )
+from tests.support.server import Running, serving
+from tests.support.sessions import create, disconnect, get_session, terminate
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -89,15 +89,13 @@ async def build_world(r: Running) -> World:
         )
     paused_id = (await create(r)).session.id
     await join(r, paused_id)
-    await r.stub.DisconnectSession(
-        pb.DisconnectSessionRequest(session_id=paused_id), metadata=r.md()
-    )
+    await disconnect(r, paused_id)
     for text in ("a", "b"):
         await r.repo.append_message(
             paused_id, role=MessageRole.AGENT, text=text, interaction_id="i2", now_ms=now_ms()
         )
     ended_id = (await create(r)).session.id
-    await r.stub.TerminateSession(pb.TerminateSessionRequest(session_id=ended_id), metadata=r.md())
+    await terminate(r, ended_id)
     other_key = await r.new_key()
     foreign_id = (await create(r, key=other_key, metadata={"level": "3"})).session.id
     sessions = await r.stub.ListSessions(
@@ -138,12 +136,8 @@ def module_database_url(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(module_database_url: str) -> AsyncIterator[World]:
     """One server and world per database for the whole module: every case leaves it unchanged."""
-    r = await start_server(module_database_url)
-    try:
+    async with serving(module_database_url) as r:
         yield await build_world(r)
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
 
 
 def crafted_token(kind: str, cursor: Any, filters: dict[str, Any]) -> str:
@@ -493,7 +487,7 @@ async def _server_still_answers(w: World) -> None:
     health = health_pb2_grpc.HealthStub(w.r.channel)
     resp = await health.Check(health_pb2.HealthCheckRequest(service=""))
     assert resp.status == health_pb2.HealthCheckResponse.SERVING
-    assert (await get(w.r, w.sid)).id == w.sid
+    assert (await get_session(w.r, w.sid)).id == w.sid
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -552,15 +546,36 @@ async def test_missing_or_wrong_key_is_unauthenticated(
 async def test_revoked_key_is_unauthenticated(world: World) -> None:
     revoked = await world.r.new_key("to-revoke")
     assert await world.r.repo.revoke_api_key(await key_id_of(world.r, revoked))
-    err = await rpc_error(get(world.r, world.sid, key=revoked))
+    err = await rpc_error(get_session(world.r, world.sid, key=revoked))
     assert err.code() == UNAUTH
 
 
 async def test_good_requests_of_the_credential_table_succeed(world: World) -> None:
     """Guards the table above: with the right key every one of those calls is accepted."""
     fresh = await build_world(world.r)  # these calls change things: not the shared world
-    for method, build in GOOD.items():
-        await getattr(fresh.r.stub, method)(build(fresh), metadata=fresh.r.md())
+    got = {
+        method: await getattr(fresh.r.stub, method)(build(fresh), metadata=fresh.r.md())
+        for method, build in GOOD.items()
+    }
+    made = got[CREATE]
+    assert made.session.id.startswith("sess_")
+    assert made.session.state == session_pb2.SESSION_STATE_CREATED
+    assert made.access_token.startswith("pat_")
+    assert got[GET].session.id == fresh.sid
+    listed = {s.id for s in got[LIST].sessions}
+    assert {made.session.id, fresh.sid} <= listed
+    assert fresh.foreign_id not in listed
+    assert (got[UPDATE].session.id, got[UPDATE].session.profile) == (fresh.sid, "p")
+    # DisconnectSession of a PAUSED session is accepted and leaves it PAUSED.
+    assert got[DISCONNECT].session.id == fresh.paused_id
+    assert got[DISCONNECT].session.state == session_pb2.SESSION_STATE_PAUSED
+    assert got[TERMINATE].session.id == fresh.sid
+    assert got[TERMINATE].session.state == session_pb2.SESSION_STATE_TERMINATED
+    assert [m.text for m in got[MESSAGES].messages] == ["hi", "well met"]
+    # The key's usage since T0: none of another key's sessions, and a total that adds up.
+    used = got[USAGE]
+    assert fresh.foreign_id not in {u.session_id for u in used.sessions}
+    assert ms_of(used.total_duration) == sum(ms_of(u.duration) for u in used.sessions)
 
 
 # -- bytes that are not the request message ----------------------------------------------------

@@ -8,37 +8,35 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from parley.v1 import interact_pb2 as ip
-from parley.v1 import session_pb2, session_service_pb2
+from parley.v1 import session_pb2
 
-from tests.conftest import Running, start_server
-from tests.interact_client import (
+from tests.support.interact import has, is_event, join
+from tests.support.server import Running, serving
+from tests.support.sessions import (
     create_session,
+    disconnect,
     get_session,
-    has,
-    is_event,
-    join,
     messages,
+    terminate,
     wait_state,
 )
 
 USER, AGENT, OBSERVER = ip.ROLE_USER, ip.ROLE_AGENT, ip.ROLE_OBSERVER
 E = ip.EventType
+PAUSE_GRACE_S = 0.05
 
 
 @pytest.fixture
 async def live(database_url: str) -> AsyncIterator[Running]:
-    r = await start_server(
+    async with serving(
         database_url,
-        pause_grace_ms=50,
+        pause_grace_ms=round(PAUSE_GRACE_S * 1000),
         agent_wait_timeout_ms=1_500,
         heartbeat_interval_ms=200,
-    )
-    try:
+    ) as r:
         yield r
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
 
 
 def pcm_chunk(n: int, samples: int = 320) -> bytes:
@@ -147,7 +145,7 @@ async def test_pause_on_cancel_and_resume_with_history(live: Running) -> None:
     await user.send(text=ip.TextInput(text="remember me"))
     await agent.until(has("text"))
     user.call.cancel()
-    s = await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout=1.0)
+    s = await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=1.0)
     assert s.duration.ToMilliseconds() > 0
     paused = await agent.until(is_event(E.EVENT_TYPE_SESSION_PAUSED))
     assert paused.event.type == E.EVENT_TYPE_SESSION_PAUSED
@@ -160,9 +158,7 @@ async def test_disconnect_session_closes_user_stream(live: Running) -> None:
     sid, tok = await create_session(live)
     await join(live, sid, tok, AGENT)
     user = await join(live, sid, tok, USER)
-    await live.stub.DisconnectSession(
-        session_service_pb2.DisconnectSessionRequest(session_id=sid), metadata=live.md()
-    )
+    await disconnect(live, sid)
     await user.until(is_event(E.EVENT_TYPE_SESSION_PAUSED))
     assert await user.read() is None
     assert await user.call.code() == grpc.StatusCode.OK
@@ -179,11 +175,15 @@ async def test_second_user_refused_and_takeover_replaces(live: Running) -> None:
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
     third = await join(live, sid, tok, USER, takeover=True)
     assert third.opened is not None
+    assert third.opened.session.state == session_pb2.SESSION_STATE_ACTIVE
+    assert [p.role for p in third.opened.participants] == [AGENT]  # the replaced user is gone
     await first.until(is_event(E.EVENT_TYPE_REPLACED))
     with pytest.raises(grpc.aio.AioRpcError) as old:
         await first.read()
     assert old.value.code() == grpc.StatusCode.ABORTED
-    await asyncio.sleep(0.2)  # longer than the pause grace: the takeover kept it ACTIVE
+    # A window in which something must NOT happen: for 4x the pause grace after the old user's
+    # stream ended, the session does not pause (the takeover kept a USER in it).
+    await asyncio.sleep(4 * PAUSE_GRACE_S)
     assert (await get_session(live, sid)).state == session_pb2.SESSION_STATE_ACTIVE
 
 
@@ -192,9 +192,7 @@ async def test_terminate_while_live_ends_every_stream_ok(live: Running) -> None:
     agent = await join(live, sid, tok, AGENT)
     user = await join(live, sid, tok, USER)
     obs = await join(live, sid, tok, OBSERVER)
-    await live.stub.TerminateSession(
-        session_service_pb2.TerminateSessionRequest(session_id=sid), metadata=live.md()
-    )
+    await terminate(live, sid)
     for peer in (agent, user, obs):
         ended = await peer.until(is_event(E.EVENT_TYPE_SESSION_ENDED))
         assert ended.event.state == session_pb2.SESSION_STATE_TERMINATED
@@ -208,14 +206,8 @@ async def test_terminate_while_live_ends_every_stream_ok(live: Running) -> None:
 
 
 async def test_expiry_with_short_max_duration(database_url: str) -> None:
-    r = await start_server(database_url, expiring_lead_ms=400, pause_grace_ms=50)
-    try:
-        sid, tok = await create_session(
-            r,
-            max_duration=__import__("google.protobuf.duration_pb2").protobuf.duration_pb2.Duration(
-                seconds=1
-            ),
-        )
+    async with serving(database_url, expiring_lead_ms=400, pause_grace_ms=50) as r:
+        sid, tok = await create_session(r, max_duration=Duration(seconds=1))
         await join(r, sid, tok, AGENT)
         loop = asyncio.get_running_loop()
         user = await join(r, sid, tok, USER)
@@ -233,9 +225,6 @@ async def test_expiry_with_short_max_duration(database_url: str) -> None:
         s = await get_session(r, sid)
         assert s.state == session_pb2.SESSION_STATE_EXPIRED
         assert abs(s.duration.ToMilliseconds() - 1000) <= 100
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
 
 
 async def test_barge_in_truncates_stored_reply(live: Running) -> None:
@@ -254,7 +243,8 @@ async def test_barge_in_truncates_stored_reply(live: Running) -> None:
     await user.send(interrupt=ip.Interrupt(interaction_id="int_long", played_ms=450))
     await user.until(is_event(E.EVENT_TYPE_INTERRUPTED))
     await agent.until(is_event(E.EVENT_TYPE_INTERRUPTED))
-    # Anything the agent still sends for the interrupted reply is not relayed.
+    # What the agent still sends for the interrupted reply adds nothing to the history (whether
+    # it is relayed is test_media_for_an_interrupted_reply_is_not_relayed).
     await agent.send(reply_audio=ip.ReplyAudio(pcm=pcm_chunk(999), interaction_id="int_long"))
     await agent.send(reply_end=ip.ReplyEnd(interaction_id="int_long"))
     await user.send(text=ip.TextInput(text="stop"))
@@ -264,8 +254,29 @@ async def test_barge_in_truncates_stored_reply(live: Running) -> None:
         (2, "one two three", True),
         (1, "stop", False),
     ]
-    late_audio = [m for m in user.seen if has("audio")(m) and m.audio.pcm == pcm_chunk(999)]
-    assert late_audio == []
+
+
+async def test_media_for_an_interrupted_reply_is_not_relayed(live: Running) -> None:
+    sid, tok = await create_session(live)
+    agent = await join(live, sid, tok, AGENT)
+    user = await join(live, sid, tok, USER)
+    await agent.send(reply_start=ip.ReplyStart(interaction_id="int_cut"))
+    for k in range(5):
+        await agent.send(reply_audio=ip.ReplyAudio(pcm=pcm_chunk(k)))
+    for _ in range(5):
+        await user.until(has("audio"))
+    await user.send(interrupt=ip.Interrupt(interaction_id="int_cut", played_ms=60))
+    await user.until(is_event(E.EVENT_TYPE_INTERRUPTED))
+    await agent.until(is_event(E.EVENT_TYPE_INTERRUPTED))
+    cut_at = len(user.seen)
+    await agent.send(reply_audio=ip.ReplyAudio(pcm=pcm_chunk(999), interaction_id="int_cut"))
+    await agent.send(reply_end=ip.ReplyEnd(interaction_id="int_cut"))
+    # A reply of its own after those: the room handles an agent's messages in order and every
+    # stream gets its messages in order, so anything relayed of the late ones comes before it.
+    await agent.send(text=ip.TextInput(text="Anything else?"))
+    await user.until(lambda m: has("text")(m) and m.text.text == "Anything else?")
+    late = [m for m in user.seen[cut_at:] if has("audio")(m)]
+    assert late == [], [(m.audio.interaction_id, len(m.audio.pcm)) for m in late]
 
 
 async def test_usage_is_accurate_to_a_tenth_of_a_second(live: Running) -> None:
@@ -274,11 +285,13 @@ async def test_usage_is_accurate_to_a_tenth_of_a_second(live: Running) -> None:
     loop = asyncio.get_running_loop()
     user = await join(live, sid, tok, USER)
     t0 = loop.time()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # the interaction time being measured: it orders nothing
     await user.send(leave=ip.Leave(reason="done"))
-    assert await user.drain_to_end() == [] or True
+    # Nothing was sent to the user after `opened` (the agent is silent, the session 1 h from
+    # expiry, and the user's own leave is announced to the others only): its stream just ends.
+    assert await user.drain_to_end() == []
     held = loop.time() - t0
-    s = await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout=1.0)
+    s = await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=1.0)
     # The pause grace (50 ms here) is interaction time too: the user may come back within it.
     assert abs(s.duration.ToMilliseconds() / 1000 - (held + 0.05)) <= 0.1
 
@@ -295,6 +308,8 @@ async def test_user_waits_for_external_agent_then_times_out(live: Running) -> No
 async def test_user_waiting_is_opened_when_agent_attaches(live: Running) -> None:
     sid, tok = await create_session(live)
     user = await join(live, sid, tok, USER, wait_opened=False)
+    # A window in which something must NOT happen: a USER alone does not activate the session
+    # (for 0.2 s here, well inside the 1.5 s the server waits for an AGENT).
     await asyncio.sleep(0.2)
     assert (await get_session(live, sid)).state == session_pb2.SESSION_STATE_CREATED
     await join(live, sid, tok, AGENT)
@@ -350,10 +365,18 @@ async def test_half_closed_client_still_gets_the_answer_then_leaves(live: Runnin
     await user.send(text=ip.TextInput(text="are you there?"))
     await user.call.done_writing()
     await agent.until(has("text"))
-    await asyncio.sleep(0.3)  # the agent thinks for a while
+    # The agent's think time, the scenario itself: it answers 0.3 s after the question, well
+    # inside the 1.5 s the server keeps a half-closed stream open while it is quiet. (It also
+    # lets the half-close reach the server before the answer: nothing observable marks that.)
+    await asyncio.sleep(0.3)
     await agent.send(text=ip.TextInput(text="Always."))
     final = await user.until(lambda m: has("text")(m) and m.text.is_final)
     assert final.text.text == "Always."
-    assert await user.drain_to_end(timeout=5) is not None
+    # The reply's end, then the end of the stream: the user leaves once the room is quiet.
+    rest = await user.drain_to_end(timeout=5)
+    assert [(m.WhichOneof("payload"), m.event.type) for m in rest] == [
+        ("event", E.EVENT_TYPE_RESPONSE_DONE)
+    ]
+    assert rest[0].event.interaction_id == final.text.interaction_id
     assert await user.call.code() == grpc.StatusCode.OK
-    await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout=3)
+    await wait_state(live, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=3)

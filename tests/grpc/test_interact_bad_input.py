@@ -11,20 +11,17 @@ import pytest
 from parley.v1 import interact_pb2 as ip
 from parley.v1 import session_pb2, session_service_pb2
 
-from tests.conftest import Running, start_server
-from tests.interact_client import Peer, create_session, has, is_event, join, messages
+from tests.support.interact import Peer, has, is_event, join
+from tests.support.server import Running, serving
+from tests.support.sessions import create_session, messages, terminate
 
 USER, AGENT = ip.ROLE_USER, ip.ROLE_AGENT
 
 
 @pytest.fixture
 async def live(sqlite_url: str) -> AsyncIterator[Running]:
-    r = await start_server(sqlite_url, pause_grace_ms=50, outbox_capacity=32)
-    try:
+    async with serving(sqlite_url, pause_grace_ms=50, outbox_capacity=32) as r:
         yield r
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
 
 
 async def fatal(r: Running, *requests: ip.InteractRequest) -> grpc.aio.AioRpcError:
@@ -109,9 +106,7 @@ async def test_foreign_token_is_unauthenticated(live: Running) -> None:
 
 async def test_ended_session_is_failed_precondition(live: Running) -> None:
     sid, tok = await create_session(live)
-    await live.stub.TerminateSession(
-        session_service_pb2.TerminateSessionRequest(session_id=sid), metadata=live.md()
-    )
+    await terminate(live, sid)
     err = await fatal(live, join_req(sid, tok))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -18,8 +17,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from parley.v1 import session_service_pb2 as pb
 
-from tests.conftest import Running, start_server
-from tests.grpc import create, get, rpc_error, wait_until
+from tests.grpc import rpc_error
+from tests.support.server import Running, start_server
+from tests.support.sessions import create, get_session
+from tests.support.sqlite import sqlite_write_lock, writes_at_the_writer
+from tests.support.waiting import wait_until
 
 SERVICE = "parley.v1.SessionService"
 HEALTH = health_pb2.HealthCheckResponse
@@ -42,18 +44,6 @@ def rpc_log_level(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixtu
     level = logging.WARNING if request.param == "log-warning" else logging.INFO
     caplog.set_level(level, logger="parleyd.rpc")
     return level
-
-
-@contextlib.contextmanager
-def sqlite_write_lock(database_url: str) -> Iterator[None]:
-    """Holds SQLite's write lock from outside the server: its writes wait until we let go."""
-    conn = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None, timeout=5)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        yield
-    finally:
-        conn.rollback()
-        conn.close()
 
 
 async def reflect(
@@ -139,7 +129,12 @@ async def test_stop_reports_not_serving_then_drains_calls_in_flight(sqlite_url: 
 
         with sqlite_write_lock(sqlite_url):
             in_flight = asyncio.create_task(create(r, agent_id="late"))
-            await asyncio.sleep(0.2)  # the call is inside the server, waiting for the database
+            # The call is inside the server, its write waiting at the database's writer.
+            await wait_until(
+                lambda: writes_at_the_writer(r.repo._db),
+                timeout_s=5,
+                what="the CreateSession write at SQLite's writer",
+            )
             assert not in_flight.done()
 
             stop = asyncio.create_task(r.server.stop(5.0))
@@ -153,7 +148,7 @@ async def test_stop_reports_not_serving_then_drains_calls_in_flight(sqlite_url: 
 
             async def refused() -> bool:
                 try:
-                    await get(r, existing)
+                    await get_session(r, existing)
                 except grpc.aio.AioRpcError as exc:
                     refusals.append(exc.code())
                     return True
@@ -191,8 +186,8 @@ async def test_one_log_line_per_rpc(running: Running, caplog: pytest.LogCaptureF
     caplog.set_level(logging.INFO, logger="parleyd.rpc")
     r = running
     sid = (await create(r)).session.id
-    await get(r, sid)
-    await rpc_error(get(r, "sess_01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+    await get_session(r, sid)
+    await rpc_error(get_session(r, "sess_01ARZ3NDEKTSV4RRFFQ69G5FAV"))
     await rpc_error(r.stub.ListSessions(pb.ListSessionsRequest(page_token="junk"), metadata=r.md()))
     await rpc_error(r.stub.GetSession(pb.GetSessionRequest(session_id=sid)))  # no key
     await rpc_error(

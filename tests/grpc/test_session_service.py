@@ -12,11 +12,8 @@ from parley.v1 import session_service_pb2 as pb
 
 from parleyd.domain.lifecycle import SessionEvent
 from parleyd.domain.session import MessageRole
-from tests.conftest import Running
 from tests.grpc import (
     bad_fields,
-    create,
-    get,
     join,
     list_all,
     manager,
@@ -25,25 +22,19 @@ from tests.grpc import (
     rpc_error,
     secs,
     ts_ms,
-    wait_until,
 )
+from tests.support.server import Running
+from tests.support.sessions import (
+    create,
+    disconnect,
+    get_session,
+    messages,
+    terminate,
+)
+from tests.support.waiting import wait_until
 
 S = session_pb2
 FP = grpc.StatusCode.FAILED_PRECONDITION
-
-
-async def terminate(r: Running, session_id: str, key: str | None = None) -> S.Session:
-    resp = await r.stub.TerminateSession(
-        pb.TerminateSessionRequest(session_id=session_id), metadata=r.md(key)
-    )
-    return resp.session
-
-
-async def disconnect(r: Running, session_id: str, key: str | None = None) -> S.Session:
-    resp = await r.stub.DisconnectSession(
-        pb.DisconnectSessionRequest(session_id=session_id), metadata=r.md(key)
-    )
-    return resp.session
 
 
 async def update(r: Running, paths: list[str], **fields: Any) -> S.Session:
@@ -60,21 +51,6 @@ async def append(
     await r.repo.append_message(
         session_id, role=role, text=text, interaction_id=f"int-{text}", now_ms=now_ms()
     )
-
-
-async def messages(r: Running, session_id: str, page_size: int = 0) -> list[message_pb2.Message]:
-    out: list[message_pb2.Message] = []
-    token = ""
-    for _ in range(100):
-        resp = await r.stub.ListMessages(
-            pb.ListMessagesRequest(session_id=session_id, page_size=page_size, page_token=token),
-            metadata=r.md(),
-        )
-        out.extend(resp.messages)
-        token = resp.next_page_token
-        if not token:
-            return out
-    raise AssertionError("ListMessages never ended")
 
 
 # -- CreateSession / GetSession ----------------------------------------------------------------
@@ -104,7 +80,7 @@ async def test_create_applies_defaults(running: Running) -> None:
         f"http://127.0.0.1:{running.server.http_port}/v1/sessions/{s.id}/webrtc"
     )
 
-    assert await get(running, s.id) == s
+    assert await get_session(running, s.id) == s
 
 
 async def test_create_max_duration_defaults_to_this_keys_limit(running: Running) -> None:
@@ -131,7 +107,7 @@ async def test_create_round_trips_every_field(running: Running) -> None:
         "resume_window": secs(45),
     }
     s = (await create(running, **fields)).session
-    got = await get(running, s.id)
+    got = await get_session(running, s.id)
     assert got == s
     for name, value in fields.items():
         if name == "scene":
@@ -169,7 +145,7 @@ async def test_create_ignores_id_and_output_only_fields(running: Running) -> Non
     assert s.summary == ""
     assert s.rendered_situation == "plain"
     assert s.end_reason == S.END_REASON_UNSPECIFIED
-    err = await rpc_error(get(running, sent.id))
+    err = await rpc_error(get_session(running, sent.id))
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -186,7 +162,7 @@ async def test_create_renders_templates(running: Running) -> None:
     ).session
     assert s.rendered_situation == "Greet Ada (u-42) at the tavern."
     assert s.situation.startswith("Greet {{ metadata.user_name }}")  # the template is kept
-    assert (await get(running, s.id)).rendered_situation == s.rendered_situation
+    assert (await get_session(running, s.id)).rendered_situation == s.rendered_situation
 
 
 async def test_create_retry_with_request_id_returns_same_session_and_token(
@@ -460,7 +436,7 @@ async def test_update_each_writable_field(running: Running, path: str, value: An
         if other != path:
             assert getattr(after, other) == getattr(before, other), other
     assert ms_of(after.update_time) >= ms_of(before.update_time)
-    assert await get(running, before.id) == after
+    assert await get_session(running, before.id) == after
 
     if path == "situation":
         assert after.rendered_situation == "A quiet forge."
@@ -527,7 +503,7 @@ async def test_update_requires_update_mask(running: Running) -> None:
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(err) == ["update_mask"]
-    assert await get(running, s.id) == s
+    assert await get_session(running, s.id) == s
 
 
 @pytest.mark.parametrize("end", ["terminate", "expire"])
@@ -537,10 +513,10 @@ async def test_update_of_ended_session_fails_precondition(running: Running, end:
         await terminate(running, s.id)
     else:
         await manager(running).apply(s.id, SessionEvent.EXPIRE)
-    ended = await get(running, s.id)
+    ended = await get_session(running, s.id)
     err = await rpc_error(update(running, ["profile"], id=s.id, profile="tutor"))
     assert err.code() == FP
-    assert await get(running, s.id) == ended
+    assert await get_session(running, s.id) == ended
 
 
 # -- DisconnectSession -------------------------------------------------------------------------
@@ -549,7 +525,7 @@ async def test_update_of_ended_session_fails_precondition(running: Running, end:
 async def test_disconnect_pauses_an_active_session(running: Running) -> None:
     s = (await create(running, resume_window=secs(90))).session
     await join(running, s.id)
-    active = await get(running, s.id)
+    active = await get_session(running, s.id)
     assert active.state == S.SESSION_STATE_ACTIVE
     assert active.HasField("start_time")
     # ACTIVE: expire_time is when max_duration runs out if the user stays.
@@ -562,16 +538,16 @@ async def test_disconnect_pauses_an_active_session(running: Running) -> None:
     assert before + 90_000 <= ms_of(paused.expire_time) <= now_ms() + 90_000
     assert not paused.HasField("end_time")
     assert paused.end_reason == S.END_REASON_UNSPECIFIED
-    assert await get(running, s.id) == paused
+    assert await get_session(running, s.id) == paused
 
     # PAUSED again: OK and nothing changes.
     again = await disconnect(running, s.id)
     assert again == paused
-    assert await get(running, s.id) == paused
+    assert await get_session(running, s.id) == paused
 
     # Joining again resumes it; the first start_time stays.
     await join(running, s.id)
-    resumed = await get(running, s.id)
+    resumed = await get_session(running, s.id)
     assert resumed.state == S.SESSION_STATE_ACTIVE
     assert resumed.start_time == active.start_time
 
@@ -582,11 +558,11 @@ async def test_disconnect_of_created_or_ended_session_fails_precondition(
     s = (await create(running)).session
     err = await rpc_error(disconnect(running, s.id))
     assert err.code() == FP
-    assert await get(running, s.id) == s
+    assert await get_session(running, s.id) == s
     ended = await terminate(running, s.id)
     err = await rpc_error(disconnect(running, s.id))
     assert err.code() == FP
-    assert await get(running, s.id) == ended
+    assert await get_session(running, s.id) == ended
 
 
 # -- TerminateSession --------------------------------------------------------------------------
@@ -599,7 +575,7 @@ async def test_terminate_ends_a_live_session(running: Running, state: str) -> No
         await join(running, s.id)
     if state == "PAUSED":
         await disconnect(running, s.id)
-    assert (await get(running, s.id)).state == getattr(S, f"SESSION_STATE_{state}")
+    assert (await get_session(running, s.id)).state == getattr(S, f"SESSION_STATE_{state}")
 
     before = now_ms()
     ended = await terminate(running, s.id)
@@ -607,12 +583,14 @@ async def test_terminate_ends_a_live_session(running: Running, state: str) -> No
     assert ended.end_reason == S.END_REASON_TERMINATED
     assert before <= ms_of(ended.end_time) <= now_ms()
     assert not ended.HasField("expire_time")
-    assert await get(running, s.id) == ended
+    assert await get_session(running, s.id) == ended
 
     err = await rpc_error(terminate(running, s.id))
     assert err.code() == FP
-    await asyncio.sleep(0.01)
-    assert await get(running, s.id) == ended  # duration no longer grows, nothing changed
+    # Time passes (the server's clock is the wall clock): an ended session's duration does not
+    # grow with it, and the refused call changed nothing.
+    await wait_until(lambda: now_ms() >= ms_of(ended.end_time) + 10, timeout_s=1)
+    assert await get_session(running, s.id) == ended
 
 
 async def test_concurrent_terminates_take_effect_once(running: Running) -> None:
@@ -627,7 +605,7 @@ async def test_concurrent_terminates_take_effect_once(running: Running) -> None:
         assert len(failed) == 1, outcomes
         assert failed[0].code() == FP
         assert ok[0].state == S.SESSION_STATE_TERMINATED
-        assert await get(running, s.id) == ok[0]
+        assert await get_session(running, s.id) == ok[0]
 
 
 # -- Expiry ------------------------------------------------------------------------------------
@@ -643,7 +621,7 @@ async def test_sessions_expire_when_a_limit_runs_out(running: Running) -> None:
     ids = (created.id, paused.id, active.id)
 
     async def all_ended() -> bool:
-        states = [(await get(running, i)).state for i in ids]
+        states = [(await get_session(running, i)).state for i in ids]
         return states == [S.SESSION_STATE_EXPIRED] * 3
 
     await wait_until(all_ended, timeout_s=3)
@@ -652,26 +630,26 @@ async def test_sessions_expire_when_a_limit_runs_out(running: Running) -> None:
         (paused.id, S.END_REASON_RESUME_WINDOW),
         (active.id, S.END_REASON_MAX_DURATION),
     ):
-        s = await get(running, sid)
+        s = await get_session(running, sid)
         assert s.end_reason == reason, sid
         assert s.HasField("end_time")
         assert s.HasField("expire_time")
         assert ms_of(s.end_time) - ms_of(s.create_time) >= 1000
-    c = await get(running, created.id)
+    c = await get_session(running, created.id)
     assert ms_of(c.end_time) - ms_of(c.create_time) < 2000
     # Interaction time is billed up to max_duration, not up to when the sweep noticed.
-    assert ms_of((await get(running, active.id)).duration) == 1000
+    assert ms_of((await get_session(running, active.id)).duration) == 1000
 
     # An expired session is read-only.
     for sid in ids:
-        ended = await get(running, sid)
+        ended = await get_session(running, sid)
         for call in (
             terminate(running, sid),
             disconnect(running, sid),
             update(running, ["profile"], id=sid, profile="x"),
         ):
             assert (await rpc_error(call)).code() == FP
-        assert await get(running, sid) == ended
+        assert await get_session(running, sid) == ended
 
 
 # -- ListMessages ------------------------------------------------------------------------------
@@ -745,13 +723,15 @@ async def test_get_usage_counts_active_time(running: Running) -> None:
     theirs = (await create(running, key=other)).session
     for sid in (a.id, b.id, theirs.id):
         await join(running, sid)
+    # The sleeps are the ACTIVE time being measured (the server bills by the wall clock): b is
+    # live for about 150 ms, a for about 300 ms. They order nothing.
     await asyncio.sleep(0.15)
     await disconnect(running, b.id)
     await asyncio.sleep(0.15)
     await disconnect(running, a.id)
     await disconnect(running, theirs.id, key=other)
     t1 = now_ms()
-    a, b = await get(running, a.id), await get(running, b.id)
+    a, b = await get_session(running, a.id), await get_session(running, b.id)
     a_ms, b_ms = ms_of(a.duration), ms_of(b.duration)
     assert 300 <= a_ms < 1000
     assert 150 <= b_ms < a_ms
@@ -802,8 +782,8 @@ async def test_get_usage_counts_an_open_interval_up_to_now(running: Running) -> 
     t0 = now_ms()
     s = (await create(running)).session
     await join(running, s.id)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # the ACTIVE time being measured (wall clock): it orders nothing
     resp = await usage(running, t0 - 1000, now_ms() + 60_000, s.id)
     assert 100 <= ms_of(resp.total_duration) < 1000
-    live = await get(running, s.id)
+    live = await get_session(running, s.id)
     assert ms_of(live.duration) >= ms_of(resp.total_duration)

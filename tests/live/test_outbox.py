@@ -15,7 +15,7 @@ from parleyd.live.frames import (
     Text,
 )
 from parleyd.live.outbox import Outbox
-from parleyd.live.room import Reply
+from parleyd.live.replies import Reply
 
 
 def audio(n: int) -> Audio:
@@ -77,7 +77,7 @@ def test_capacity_must_be_sane() -> None:
 
 
 def test_played_text_cuts_timed_deltas_at_the_mark() -> None:
-    r = Reply("int_1", 16_000, audio_ms=1000)
+    r = Reply("int_1", audio_ms=1000)
     r.parts = [(0, "one "), (250, "two "), (500, "three "), (750, "four")]
     assert r.played_text(600) == "one two three"
     assert r.played_text(0) == ""
@@ -85,7 +85,7 @@ def test_played_text_cuts_timed_deltas_at_the_mark() -> None:
 
 
 def test_played_text_without_timing_is_proportional_on_word_boundaries() -> None:
-    r = Reply("int_1", 16_000, audio_ms=1000)
+    r = Reply("int_1", audio_ms=1000)
     r.parts = [(0, "a b c d e f g h i j")]
     assert r.played_text(500) == "a b c d e"
     assert r.played_text(999) == "a b c d e f g h i"

@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 from parleyd.domain.session import AgentMode, SessionSpec
 from parleyd.store import Database, Repository, open_database, tables
 from parleyd.store.database import alembic_config
-from tests.conftest import _pg_admin
+from tests.support.postgres import pg_admin
 
 OLD_SESSION = "sess_01HZY3N5V8Q0W1X2Y3Z4A5B6C7"
 TABLES = {"api_keys", "sessions", "session_labels", "messages", "usage_intervals"}
@@ -37,14 +37,15 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
         return
-    base_url = str(request.getfixturevalue("pg_url"))  # skips when PostgreSQL is unreachable
+    # PostgreSQL unreachable: skips (fails under CI), like conftest's pg_url.
+    base_url = str(request.getfixturevalue("pg_url"))
     server, run_db = base_url.rsplit("/", 1)
     name = f"{run_db}_m{secrets.token_hex(3)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     try:
         yield f"{server}/{name}"
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _diff(conn: Connection, metadata: sa.MetaData) -> list[Any]:

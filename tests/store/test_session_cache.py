@@ -8,7 +8,6 @@ or be absent. Reads that fill the cache while a write lands must not put the old
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -29,20 +28,14 @@ from parleyd.domain.session import (
 )
 from parleyd.store import Database, Repository
 from parleyd.store.cache import SessionCache
-from tests.store.test_repository import MAX_MS, T0, create, new_id, new_session
+from tests.support.sqlite import closing, sqlite_write_lock, writes_at_the_writer, writes_gathered
+from tests.support.store import MAX_MS, T0, create, new_id, new_session
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 async def repo(db: Database) -> Repository:
     return Repository(db, session_cache=True)
-
-
-@pytest.fixture
-async def key(repo: Repository) -> ApiKey:
-    k, _ = await repo.create_api_key(
-        name=f"cache-{secrets.token_hex(3)}", max_session_duration_ms=3_600_000, now_ms=T0
-    )
-    return k
 
 
 def cache_of(repo: Repository) -> SessionCache:
@@ -52,11 +45,11 @@ def cache_of(repo: Repository) -> SessionCache:
 
 async def settled(repo: Repository) -> None:
     """Waits until no write of the repository is still in flight (hooks have run)."""
-    for _ in range(500):
-        if not cache_of(repo)._inflight:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"writes still in flight: {cache_of(repo)._inflight}")
+    await wait_until(
+        lambda: not cache_of(repo)._inflight,
+        timeout_s=5,
+        what=lambda: f"writes still in flight: {cache_of(repo)._inflight}",
+    )
 
 
 async def assert_consistent(repo: Repository, db: Database, *session_ids: str) -> None:
@@ -77,6 +70,16 @@ async def assert_consistent(repo: Repository, db: Database, *session_ids: str) -
             assert await plain.get_session_by_token_hash(sid, entry[1]) == stored
         if stored is not None:
             assert await repo.get_session(sid) == stored
+
+
+class _DatabaseProxy:
+    """The database, except for what a subclass overrides."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 # -- create ---------------------------------------------------------------------------------------
@@ -229,20 +232,56 @@ async def test_concurrent_state_changes(repo: Repository, db: Database, key: Api
     await assert_consistent(repo, db, a.id, b.id)
 
 
+class _Watched(_DatabaseProxy):
+    """The database, counting the writes handed to it and the writes it has committed."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.submitted = 0
+        self.committed = 0
+
+    async def write(
+        self,
+        fn: Callable[[Any], Any],
+        on_commit: Callable[[Any], None] | None = None,
+        on_fail: Callable[[BaseException], None] | None = None,
+    ) -> Any:
+        def committed(result: Any) -> None:
+            self.committed += 1
+            if on_commit is not None:
+                on_commit(result)
+
+        self.submitted += 1
+        return await self._db.write(fn, committed, on_fail)
+
+
+# Where the callers give up: before their tasks ever ran; once each task ran its first step;
+# once every write was handed to the database; once every write had committed (its hooks ran).
+CANCEL_POINTS = ("not started", "first step", "submitted", "committed")
+
+
 async def test_cancelled_writes_leave_the_cache_true(
     repo: Repository, db: Database, key: ApiKey
 ) -> None:
     """A caller that gives up mid-write: the write commits or not, the cache follows it."""
     made = [await new_session(repo, key) for _ in range(6)]
-    for delay in (0, 0, 0.001, 0.002, 0.005, 0.01):
+    for point in CANCEL_POINTS:
+        watched = _Watched(db)
+        repo._db = watched  # type: ignore[assignment]
         tasks = [
             asyncio.create_task(repo.apply_event(s.id, SessionEvent.JOIN, now_ms=T0 + 1_000))
             for s in made
         ]
-        await asyncio.sleep(delay)
+        if point == "first step":
+            await asyncio.sleep(0)  # one turn of the loop: no time passes, each task starts
+        elif point == "submitted":
+            await wait_until(lambda w=watched: w.submitted == len(made), timeout_s=5, what=point)
+        elif point == "committed":
+            await wait_until(lambda w=watched: w.committed == len(made), timeout_s=5, what=point)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        repo._db = db
         await assert_consistent(repo, db, *(s.id for s in made))
         for s in made:  # back to a joinable state, if the join went through
             if (await repo.get_session(s.id)).state == SessionState.ACTIVE:
@@ -282,16 +321,13 @@ async def test_the_cache_is_bounded(db: Database, key: ApiKey) -> None:
     await assert_consistent(repo, db, *(s.id for s in made))
 
 
-class _SlowReads:
+class _SlowReads(_DatabaseProxy):
     """The database, except that a read's result is handed back only when `release` is set."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
         self.read_done = asyncio.Event()
         self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
 
     async def read(self, fn: Callable[[Any], Any]) -> Any:
         result = await self._db.read(fn)
@@ -322,15 +358,12 @@ async def test_a_read_that_raced_a_write_does_not_cache_the_older_row(
     await assert_consistent(repo, db, s.id)
 
 
-class _HeldHooks:
+class _HeldHooks(_DatabaseProxy):
     """The database, except that each write's hooks wait until the test releases them."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
         self.gates: list[asyncio.Event] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
 
     async def write(
         self,
@@ -360,34 +393,29 @@ async def test_writes_that_finish_out_of_commit_order(db: Database, key: ApiKey)
     s = await new_session(repo, key)
     held = _HeldHooks(db)
     repo._db = held  # type: ignore[assignment]
+
+    async def stored_version(version: int) -> bool:
+        return (await plain.get_session(s.id)).version == version
+
+    # Each write commits (the stored row moves on) while its hooks are held.
     join = asyncio.create_task(repo.apply_event(s.id, SessionEvent.JOIN, now_ms=T0 + 1_000))
-    for _ in range(500):
-        if (await plain.get_session(s.id)).version == 2:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: stored_version(2), timeout_s=5, what="the JOIN committed")
     leave = asyncio.create_task(repo.apply_event(s.id, SessionEvent.LEAVE, now_ms=T0 + 2_000))
-    for _ in range(500):
-        if (await plain.get_session(s.id)).version == 3:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: stored_version(3), timeout_s=5, what="the LEAVE committed")
     held.gates[1].set()  # the LEAVE (version 3) is reported first ...
     await leave
     held.gates[0].set()  # ... then the JOIN (version 2)
     await join
     entry = cache_of(repo).peek(s.id)
+    # Two outcomes are true to the database: no entry (what SessionCache does today: a write that
+    # ends while another is in flight evicts) or the newer row. Never the older one.
     assert entry is None or entry[0].version == 3
     repo._db = db
     await assert_consistent(repo, db, s.id)
 
 
-class _LostAck:
+class _LostAck(_DatabaseProxy):
     """The database, except that the next write commits but is reported as failed."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
 
     async def write(
         self,
@@ -439,29 +467,22 @@ async def test_writes_through_the_manager_paths(
 
 async def test_close_finishes_every_write_already_submitted(sqlite_url: str) -> None:
     """Writes gathered behind a group in flight still commit when the database closes."""
-    import sqlite3
-
     from parleyd.store import open_database
 
     db = await open_database(sqlite_url)
     repo = Repository(db)
     k, _ = await repo.create_api_key(name="close", max_session_duration_ms=60_000, now_ms=T0)
-    # Another process holds the write lock: the first group waits at the writer ...
-    other = sqlite3.connect(sqlite_url.split(":///", 1)[1], isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
+    # Another connection holds the write lock: the first group waits at the writer ...
+    with sqlite_write_lock(sqlite_url):
         first = asyncio.create_task(create(repo, k))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: writes_at_the_writer(db), timeout_s=5, what="the first write")
         assert not first.done()
         # ... while the next writes gather behind it; then the database is closed.
         rest = [asyncio.create_task(create(repo, k)) for _ in range(29)]
-        await asyncio.sleep(0.05)
-        closing = asyncio.create_task(db.close())
-        await asyncio.sleep(0.05)
-    finally:
-        other.rollback()
-        other.close()
-    await asyncio.wait_for(closing, 10)
+        await wait_until(lambda: writes_gathered(db) == 29, timeout_s=5, what="29 writes waiting")
+        close = asyncio.create_task(db.close())
+        await wait_until(lambda: closing(db), timeout_s=5, what="the close begun")
+    await asyncio.wait_for(close, 10)
     outcomes = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 10)
     made = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(made) == 30, outcomes

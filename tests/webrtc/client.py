@@ -20,6 +20,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
+from tests.support.waiting import wait_until
+
 RATE = 48_000
 FRAME = 960
 
@@ -81,12 +83,11 @@ class Client:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def wait_for(self, pred: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                kinds = [m.get("event") or m.get("type") for m in self.messages][-20:]
-                raise AssertionError(f"no {what} within {timeout}s; saw {kinds}")
-            await asyncio.sleep(0.05)
+        def saw() -> str:
+            kinds = [m.get("event") or m.get("type") for m in self.messages][-20:]
+            return f"no {what}; saw {kinds}"
+
+        await wait_until(pred, timeout_s=timeout, interval_s=0.05, what=saw)
 
     def has(self, **want: Any) -> bool:
         return any(all(m.get(k) == v for k, v in want.items()) for m in self.messages)

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from aiortc import RTCSessionDescription
 from parley.v1 import interact_pb2 as ip
 from parley.v1 import session_pb2, session_service_pb2
 
-from tests.conftest import Running
 from tests.engine.speech import say, silence
+from tests.support.server import Running
+from tests.support.sessions import get_session, messages, terminate, wait_state
 from tests.webrtc.client import connect, keep_loopback, offer, post_offer
-from tests.webrtc.conftest import new_session
+from tests.webrtc.conftest import bridge_server, new_session
 
 pytestmark = pytest.mark.timeout(90)
 
-
-async def state_of(r: Running, sid: str) -> int:
-    resp = await r.stub.GetSession(
-        session_service_pb2.GetSessionRequest(session_id=sid), metadata=r.md()
-    )
-    return resp.session.state
-
-
-async def wait_state(r: Running, sid: str, state: int, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (now := await state_of(r, sid)) != state:
-        assert loop.time() < deadline, f"state {now}, wanted {state}"
-        await asyncio.sleep(0.05)
+STATE_WAIT_S = 10  # a peer connection takes its time to connect and to notice it is closed
 
 
 async def test_connect_url_and_answer_offers_loopback_only(bridge: Running) -> None:
@@ -58,11 +44,9 @@ async def test_refusals_change_nothing(bridge: Running) -> None:
         assert (status, body["error"]["code"]) == (400, "INVALID_ARGUMENT")
         status, body = await post_offer(url, tok, client, role="agent")
         assert status == 400
-        assert await state_of(bridge, sid) == session_pb2.SESSION_STATE_CREATED
+        assert (await get_session(bridge, sid)).state == session_pb2.SESSION_STATE_CREATED
         assert not bridge.server.hub.rooms  # type: ignore[union-attr]
-        await bridge.stub.TerminateSession(
-            session_service_pb2.TerminateSessionRequest(session_id=sid), metadata=bridge.md()
-        )
+        await terminate(bridge, sid)
         status, body = await post_offer(url, tok, client)
         assert (status, body["error"]["code"]) == (409, "FAILED_PRECONDITION")
     finally:
@@ -95,9 +79,7 @@ async def test_negotiate_rpc(bridge: Running) -> None:
         await client.wait_for(lambda: client.has(type="opened"), 15, "opened")
     finally:
         await client.close()
-    await bridge.stub.TerminateSession(
-        session_service_pb2.TerminateSessionRequest(session_id=sid), metadata=bridge.md()
-    )
+    await terminate(bridge, sid)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await bridge.stub.NegotiateWebRtc(
             req(session_id=sid, sdp=sdp, type="offer", role=ip.ROLE_OBSERVER), metadata=bridge.md()
@@ -110,7 +92,7 @@ async def test_spoken_question_typed_text_and_pause_on_close(bridge: Running) ->
     client = await connect(url, tok, "user")
     try:
         await client.wait_for(lambda: client.has(type="opened"), 10, "opened")
-        await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE)
+        await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE, timeout_s=STATE_WAIT_S)
         assert client.mic is not None
         client.mic.play(say("how much is a sword", rate=48_000) + silence(800, 48_000))
         await client.wait_for(
@@ -124,22 +106,19 @@ async def test_spoken_question_typed_text_and_pause_on_close(bridge: Running) ->
             30,
             "second reply",
         )
-        msgs = await bridge.stub.ListMessages(
-            session_service_pb2.ListMessagesRequest(session_id=sid), metadata=bridge.md()
-        )
-        texts = [m.text.lower() for m in msgs.messages]
+        texts = [m.text.lower() for m in await messages(bridge, sid)]
         assert any("sword" in t for t in texts), texts
         assert any("shield" in t for t in texts), texts
     finally:
         await client.close()
-    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED)
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=STATE_WAIT_S)
     # Joining again resumes it.
     again = await connect(url, tok, "user")
     try:
-        await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE)
+        await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE, timeout_s=STATE_WAIT_S)
     finally:
         await again.close()
-    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED)
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=STATE_WAIT_S)
 
 
 async def test_video_session_sends_avatar_frames(bridge: Running) -> None:
@@ -152,18 +131,12 @@ async def test_video_session_sends_avatar_frames(bridge: Running) -> None:
 
 
 async def test_peer_that_never_connects_leaves(sqlite_url: str) -> None:
-    from tests.webrtc.conftest import bridge_server
-
-    r = await bridge_server(sqlite_url, webrtc_connect_timeout_ms=1000)
-    try:
+    async with bridge_server(sqlite_url, webrtc_connect_timeout_ms=1000) as r:
         sid, tok, url = await new_session(r)
         client = await offer("user")
         status, _ = await post_offer(url, tok, client)  # the answer is never applied
         assert status == 200
-        await wait_state(r, sid, session_pb2.SESSION_STATE_ACTIVE)
-        await wait_state(r, sid, session_pb2.SESSION_STATE_PAUSED, timeout=10)
+        await wait_state(r, sid, session_pb2.SESSION_STATE_ACTIVE, timeout_s=STATE_WAIT_S)
+        await wait_state(r, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=STATE_WAIT_S)
         assert not r.server.http.bridge.peers  # type: ignore[union-attr]
         await client.close()
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)

@@ -17,25 +17,36 @@ from typing import Any
 
 import pytest
 from parley.v1 import interact_pb2 as ip
-from parley.v1 import session_pb2, session_service_pb2
+from parley.v1 import session_pb2
 
-from tests.conftest import Running
 from tests.engine.speech import say, silence
-from tests.interact_client import Peer, has
-from tests.webrtc.conftest import bridge_server, new_session
-from tests.webrtc.test_bridge import wait_state
+from tests.support.interact import join
+from tests.support.require import require
+from tests.support.server import Running
+from tests.support.sessions import messages, wait_state
+from tests.support.waiting import wait_until
+from tests.webrtc.conftest import new_session
+
+try:
+    from playwright import async_api as playwright_api
+except ImportError:  # reported by the fixture below: a skip, or a failure under CI
+    playwright_api = None
 
 CHROMIUM = os.environ.get("PARLEYD_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+STATE_WAIT_S = 10  # the browser's peer connection takes its time to connect
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing: run `make browser-deps`"
-    ),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(autouse=True)
+def _browser_installed() -> None:
+    """Before any server starts: without playwright or Chromium these tests skip, saying why,
+    unless CI is set: then they fail."""
+    if playwright_api is None:
+        require("playwright is not installed (it comes with `make setup`)")
+    if not os.path.exists(CHROMIUM):
+        require(f"{CHROMIUM} missing: run `make browser-deps`")
 
 
 def fake_mic(path: Path) -> Path:
@@ -88,16 +99,6 @@ async def browser() -> AsyncIterator[Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-async def server(sqlite_url: str) -> AsyncIterator[Running]:
-    r = await bridge_server(sqlite_url)
-    try:
-        yield r
-    finally:
-        await r.channel.close()
-        await r.server.stop(0.2)
-
-
 async def open_page(context: Any, r: Running, sid: str, tok: str, role: str) -> Any:
     page = await context.new_page()
     url = (
@@ -125,21 +126,22 @@ STATS_JS = """async (kind) => {
 
 
 async def stats_until(page: Any, kind: str, pred: Any, timeout: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        stats: dict[str, Any] = await page.evaluate(STATS_JS, kind)
-        if pred(stats):
-            return stats
-        if loop.time() > deadline:
-            raise AssertionError(f"{kind} stats never matched within {timeout}s: {stats}")
-        await asyncio.sleep(0.25)
+    seen: list[dict[str, Any]] = []
+
+    async def matched() -> bool:
+        seen.append(await page.evaluate(STATS_JS, kind))
+        return bool(pred(seen[-1]))
+
+    await wait_until(
+        matched, timeout_s=timeout, interval_s=0.25, what=lambda: f"{kind} stats: {seen[-1]}"
+    )
+    return seen[-1]
 
 
-async def test_browser_user_talks_sees_the_face_and_resumes(server: Running, browser: Any) -> None:
-    sid, tok, _ = await new_session(server, session_pb2.CONNECTION_TYPE_VIDEO, avatar_id="brom")
-    page = await open_page(browser, server, sid, tok, "user")
-    await wait_state(server, sid, session_pb2.SESSION_STATE_ACTIVE)
+async def test_browser_user_talks_sees_the_face_and_resumes(bridge: Running, browser: Any) -> None:
+    sid, tok, _ = await new_session(bridge, session_pb2.CONNECTION_TYPE_VIDEO, avatar_id="brom")
+    page = await open_page(browser, bridge, sid, tok, "user")
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE, timeout_s=STATE_WAIT_S)
     # Press to talk for longer than the fake microphone's loop: one whole question gets through.
     await page.dispatch_event("#talk", "pointerdown")
     await page.wait_for_function(
@@ -154,32 +156,21 @@ async def test_browser_user_talks_sees_the_face_and_resumes(server: Running, bro
     await stats_until(page, "video", lambda s: s["framesDecoded"] > 0, 15)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "webrtc-demo.png"))
-    msgs = await server.stub.ListMessages(
-        session_service_pb2.ListMessagesRequest(session_id=sid), metadata=server.md()
-    )
-    assert any("sword" in m.text.lower() for m in msgs.messages), [m.text for m in msgs.messages]
+    history = await messages(bridge, sid)
+    assert any("sword" in m.text.lower() for m in history), [m.text for m in history]
     # Closing the page pauses the session; opening it again resumes it.
     await page.close()
-    await wait_state(server, sid, session_pb2.SESSION_STATE_PAUSED, timeout=15)
-    page = await open_page(browser, server, sid, tok, "user")
-    await wait_state(server, sid, session_pb2.SESSION_STATE_ACTIVE)
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=15)
+    page = await open_page(browser, bridge, sid, tok, "user")
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_ACTIVE, timeout_s=STATE_WAIT_S)
     await page.close()
-    await wait_state(server, sid, session_pb2.SESSION_STATE_PAUSED, timeout=15)
+    await wait_state(bridge, sid, session_pb2.SESSION_STATE_PAUSED, timeout_s=15)
 
 
-async def test_grpc_user_reply_reaches_a_browser_observer(server: Running, browser: Any) -> None:
-    sid, tok, _ = await new_session(server)
-    peer = Peer(server.stub.Interact(), ip.ROLE_USER)
-    await peer.send(
-        join=ip.Join(
-            session_id=sid,
-            access_token=tok,
-            role=ip.ROLE_USER,
-            audio_format=ip.AudioFormat(sample_rate=16_000, chunk_ms=20),
-        )
-    )
-    await peer.until(has("opened"), timeout=20)
-    page = await open_page(browser, server, sid, tok, "observer")
+async def test_grpc_user_reply_reaches_a_browser_observer(bridge: Running, browser: Any) -> None:
+    sid, tok, _ = await new_session(bridge)
+    peer = await join(bridge, sid, tok, ip.ROLE_USER, opened_timeout=20)
+    page = await open_page(browser, bridge, sid, tok, "observer")
     try:
         await peer.send(text=ip.TextInput(text="how much is a sword"))
         await page.wait_for_function("window.parley.replies.length > 0", timeout=30_000)

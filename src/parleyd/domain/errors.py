@@ -1,11 +1,25 @@
 """Errors a caller can cause, named by what went wrong rather than by a transport's status code.
 
-The gRPC layer maps each class to exactly one status code (see DESIGN.md, "Contract rules").
+Each error has an `ErrorKind`; every transport maps a kind to exactly one of its own codes
+(`grpc/status.py` to a gRPC status, `webrtc/signalling.py` to an HTTP status), so nothing below
+the transports knows any of them. See docs/architecture.md, "Errors".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """What kind of mistake the caller made; the value is the ErrorInfo reason sent to clients."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,15 +33,19 @@ class FieldViolation:
 class ParleyError(Exception):
     """Base of every error that is the caller's doing (never INTERNAL or UNKNOWN)."""
 
-    reason: str = "PARLEY_ERROR"
+    kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def reason(self) -> str:
+        return self.kind.value
+
 
 class InvalidArgument(ParleyError):
-    reason = "INVALID_ARGUMENT"
+    kind = ErrorKind.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation] | FieldViolation) -> None:
         if isinstance(violations, FieldViolation):
@@ -42,20 +60,20 @@ class InvalidArgument(ParleyError):
 
 
 class NotFound(ParleyError):
-    reason = "NOT_FOUND"
+    kind = ErrorKind.NOT_FOUND
 
 
 class FailedPrecondition(ParleyError):
-    reason = "FAILED_PRECONDITION"
+    kind = ErrorKind.FAILED_PRECONDITION
 
 
 class Unauthenticated(ParleyError):
-    reason = "UNAUTHENTICATED"
+    kind = ErrorKind.UNAUTHENTICATED
 
 
 class AlreadyExists(ParleyError):
-    reason = "ALREADY_EXISTS"
+    kind = ErrorKind.ALREADY_EXISTS
 
 
 class ResourceExhausted(ParleyError):
-    reason = "RESOURCE_EXHAUSTED"
+    kind = ErrorKind.RESOURCE_EXHAUSTED

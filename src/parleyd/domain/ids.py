@@ -26,6 +26,16 @@ def is_session_id(value: str) -> bool:
     return bool(_SESSION_ID_RE.fullmatch(value))
 
 
+def new_interaction_id() -> str:
+    """`int_` + a ULID: names one AI reply (its audio, text and visemes carry it)."""
+    return "int_" + str(ULID())
+
+
+def new_participant_id() -> str:
+    """`p_` + a ULID: one live participant (a stream or a peer) of a session."""
+    return "p_" + str(ULID())
+
+
 def new_access_token() -> str:
     return ACCESS_TOKEN_PREFIX + secrets.token_urlsafe(32)
 

@@ -1,4 +1,4 @@
-"""The session state machine of DESIGN.md as one transition table.
+"""The session state machine as one transition table (see docs/architecture.md, "lifecycle").
 
 Every change of a session's state goes through `transition()`; the store applies its result with a
 compare-and-set on (state, version), so two racing calls can never both take effect.
@@ -100,3 +100,9 @@ def transition(state: SessionState, event: SessionEvent) -> Transition:
     if target is None:
         raise FailedPrecondition(f"session is {state.value.upper()}: {_REFUSAL_HINTS[event]}")
     return Transition(state, event, target)
+
+
+def ensure_joinable(state: SessionState) -> None:
+    """Refuses a join (gRPC stream, WebRTC peer) of an ended session with FAILED_PRECONDITION."""
+    if state.ended:
+        raise FailedPrecondition(f"session is {state.value.upper()}: it can no longer be joined")

@@ -19,3 +19,20 @@ SESSIONS_PAGE_DEFAULT = 20
 SESSIONS_PAGE_MAX = 100
 MESSAGES_PAGE_DEFAULT = 100
 MESSAGES_PAGE_MAX = 500
+
+# Interact: what one participant may send on its stream.
+TEXT_MAX_CHARS = 4_096  # text, reply_text, transcripts
+TRIGGER_NAME_MAX_CHARS = 64
+TRIGGER_PAYLOAD_MAX_BYTES = 4_096
+INTERACTION_ID_MAX_CHARS = 64
+AUDIO_RATE_MIN_HZ = 8_000
+AUDIO_RATE_MAX_HZ = 48_000
+AUDIO_RATE_DEFAULT_HZ = 16_000
+AUDIO_CHUNK_MIN_MS = 10
+AUDIO_CHUNK_MAX_MS = 100
+AUDIO_CHUNK_DEFAULT_MS = 20
+# A participant that declared no chunk length (the built-in engine) may send up to this much audio
+# in one chunk.
+AUDIO_CHUNK_HARD_MAX_MS = 1_000
+CLIENT_NAME_MAX_CHARS = 128
+CLIENT_VERSION_MAX_CHARS = 64

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from parleyd.domain.lifecycle import EndReason, SessionState
+from parleyd.domain.lifecycle import EndReason, SessionState, Transition
 
 
 class AgentMode(StrEnum):
@@ -177,3 +178,7 @@ def expiry_after_change(
     if session.state == SessionState.ACTIVE and session.active_since_ms is not None:
         return session.active_since_ms + max(0, max_duration_ms - session.duration_ms)
     return session.expire_at_ms
+
+
+# Hears of every committed state change of a session (the hub closes streams with it).
+TransitionObserver = Callable[["Session", Transition], Awaitable[None]]

@@ -1,7 +1,7 @@
 """The built-in AI as the AGENT participant of a room.
 
 It is a participant like any other: the room delivers the user's audio (resampled to 16 kHz),
-text, triggers and context changes to its outbox, and it answers through `room.receive` with the
+text, triggers and context changes to its outbox, and it answers through its `AgentLink` with the
 same reply frames an external AI backend sends over Interact. Its "transport" is this task.
 
 Pipeline per turn: voice activity -> end of turn (silence or push-to-talk) -> final transcript
@@ -18,8 +18,10 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from parleyd.domain import limits
+from parleyd.domain.ids import new_interaction_id
 from parleyd.domain.session import ConnectionType
 from parleyd.engine.interfaces import (
     LISTEN_RATE,
@@ -34,6 +36,7 @@ from parleyd.engine.interfaces import (
     UserInput,
     VisemeAt,
 )
+from parleyd.live import ALL_KINDS, AgentLink, BufferedParticipant
 from parleyd.live import inputs as i
 from parleyd.live.frames import (
     Audio,
@@ -47,11 +50,6 @@ from parleyd.live.frames import (
     TriggerOut,
     VisemeMark,
 )
-from parleyd.live.participant import ALL_KINDS, Participant
-from parleyd.live.room import new_interaction_id
-
-if TYPE_CHECKING:
-    from parleyd.live.room import Room
 
 log = logging.getLogger("parleyd.engine")
 
@@ -82,16 +80,17 @@ class EngineParts:
     split_sentences: Callable[[], Any] | None = None  # -> object with push(str)/flush()
 
 
-class BuiltinAgent(Participant):
-    def __init__(self, room: Room, parts: EngineParts, settings: EngineSettings) -> None:
+class BuiltinAgent(BufferedParticipant):
+    def __init__(self, link: AgentLink, parts: EngineParts, settings: EngineSettings) -> None:
+        self.session_id = link.session.id
         super().__init__(
-            ParticipantInfo("p_engine_" + room.session_id[-10:], Role.AGENT, "parleyd-engine"),
+            ParticipantInfo("p_engine_" + self.session_id[-10:], Role.AGENT, "parleyd-engine"),
             sample_rate=LISTEN_RATE,
             chunk_ms=100,
             receive=ALL_KINDS,
             outbox_capacity=2_000,  # 40 s of user audio: the engine never falls that far behind
         )
-        self.room = room
+        self.link = link
         self.parts = parts
         self.settings = settings
         self.turns = parts.turns(settings.end_of_turn_silence_ms)
@@ -110,13 +109,13 @@ class BuiltinAgent(Participant):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._run(), name=f"engine:{self.room.session_id}"))
+        self._tasks.append(asyncio.create_task(self._run(), name=f"engine:{self.session_id}"))
 
     async def _run(self) -> None:
         try:
             await self._load_history()
             await self._prepare_recognizer()
-            if self.room.session.connection_type == ConnectionType.VIDEO and self.parts.avatar:
+            if self.link.session.connection_type == ConnectionType.VIDEO and self.parts.avatar:
                 self._tasks.append(asyncio.create_task(self._video()))
             while True:
                 frame = await self.outbox.get()
@@ -126,7 +125,7 @@ class BuiltinAgent(Participant):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("engine of %s failed", self.room.session_id)
+            log.exception("engine of %s failed", self.session_id)
         finally:
             await self._stop_reply()
             for t in self._tasks[1:]:
@@ -134,19 +133,18 @@ class BuiltinAgent(Participant):
             self._asr_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _load_history(self) -> None:
-        repo = self.room.hub.manager.repo
-        messages = await repo.list_messages(self.room.session_id, None, after_index=0, limit=10_000)
-        self.history = [Turn(m.role.value, m.text) for m in messages[-HISTORY_FOR_BRAIN:]]
+        messages = await self.link.load_history(last=HISTORY_FOR_BRAIN)
+        self.history = [Turn(m.role.value, m.text) for m in messages]
 
     async def _prepare_recognizer(self) -> None:
-        if self.room.session.connection_type == ConnectionType.TEXT:
+        if self.link.session.connection_type == ConnectionType.TEXT:
             return
         recognizer = self.parts.recognizer()
         await self._in_asr_thread(recognizer.set_context, self._context_texts())
         self.recognizer = recognizer
 
     def _context_texts(self) -> list[str]:
-        s = self.room.session
+        s = self.link.session
         texts = [s.rendered_situation, s.dynamic_info, s.profile, s.agent_id]
         texts += [f"{item.name} {item.description}" for item in s.scene]
         return [t for t in texts if t]
@@ -156,7 +154,7 @@ class BuiltinAgent(Participant):
         return await loop.run_in_executor(self._asr_pool, fn, *args)
 
     def persona(self) -> Persona:
-        s = self.room.session
+        s = self.link.session
         return Persona(
             agent_id=s.agent_id,
             profile=s.profile,
@@ -168,7 +166,7 @@ class BuiltinAgent(Participant):
         )
 
     async def _send(self, frame: i.InFrame) -> None:
-        await self.room.receive(self, frame)
+        await self.link.send(self, frame)
 
     # -- input --------------------------------------------------------------------------------
 
@@ -201,7 +199,7 @@ class BuiltinAgent(Participant):
             await self._turn_events(self.turns.end_of_turn())
 
     def _greeting_wanted(self) -> bool:
-        value = self.room.session.metadata.get("greeting", "").strip().lower()
+        value = self.link.session.metadata.get("greeting", "").strip().lower()
         return value not in ("off", "false", "0", "no")
 
     async def _hear(self, pcm: bytes) -> None:
@@ -294,12 +292,12 @@ class BuiltinAgent(Participant):
                 started = True
             spoken.append(sentence)
             synth = self.parts.synthesizer
-            text_only = self.room.session.connection_type == ConnectionType.TEXT
+            text_only = self.link.session.connection_type == ConnectionType.TEXT
             if synth is None or text_only:
                 await self._send(i.ReplyTextIn(sentence + " ", reply_id))
                 return
             rate = self._out_rate()
-            voice = self.parts.voice_for(self.room.session.profile, self.room.session.speaker_id)
+            voice = self.parts.voice_for(self.link.session.profile, self.link.session.speaker_id)
             speech = await synth.synthesize(sentence, voice=voice, sample_rate=rate)
             base = int(sent_ms)
             await self._send(i.ReplyTextIn(sentence + " ", reply_id, offset_ms=base))
@@ -333,7 +331,7 @@ class BuiltinAgent(Participant):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the brain failed (LLM down, timeout): say so, stay up
-            log.warning("brain failed in %s: %s", self.room.session_id, exc)
+            log.warning("brain failed in %s: %s", self.session_id, exc)
             await speak("Sorry, I can't think clearly right now. Could you say that again?")
         if started:
             await self._send(i.ReplyEndIn(reply_id))
@@ -347,27 +345,24 @@ class BuiltinAgent(Participant):
             self._tasks.append(asyncio.create_task(self._summarize()))
 
     def _out_rate(self) -> int:
-        users = self.room.users
-        return users[0].sample_rate if users else 16_000
+        return self.link.user_sample_rate() or limits.AUDIO_RATE_DEFAULT_HZ
 
     async def _summarize(self) -> None:
         try:
             summary = await self.parts.brain.summarize(self.persona(), self.history)
             if summary.strip():
-                self.room.session = await self.room.hub.manager.set_summary(
-                    self.room.session_id, summary.strip()
-                )
+                await self.link.set_summary(summary.strip())
         except Exception as exc:
-            log.warning("summary failed in %s: %s", self.room.session_id, exc)
+            log.warning("summary failed in %s: %s", self.session_id, exc)
 
     # -- avatar video -------------------------------------------------------------------------
 
     async def _video(self) -> None:
         assert self.parts.avatar is not None
-        avatar = self.parts.avatar(self.room.session.avatar_id or self.room.session.agent_id)
+        avatar = self.parts.avatar(self.link.session.avatar_id or self.link.session.agent_id)
         loop = asyncio.get_running_loop()
         period = 1 / max(1, self.settings.video_fps)
-        seed = hash(self.room.session_id) & 0xFFFF
+        seed = hash(self.session_id) & 0xFFFF
         start = loop.time()
         index = 0
         while True:

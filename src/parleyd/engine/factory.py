@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
-
 from parleyd.engine.agent import BuiltinAgent, EngineParts, EngineSettings
-
-if TYPE_CHECKING:
-    from parleyd.live.participant import Participant
-    from parleyd.live.room import Room
+from parleyd.engine.llm_brain import LlmSettings
+from parleyd.live import AgentFactory, AgentLink, BuiltinParticipant
 
 
-def default_parts(environ: Mapping[str, str]) -> EngineParts:
+def default_parts(llm: LlmSettings) -> EngineParts:
     """Offline by default: webrtcvad, pocketsphinx, the BM25 brain, espeak-ng, a drawn face.
 
-    With PARLEYD_LLM_BASE_URL set, the brain is an OpenAI-compatible chat-completions endpoint.
+    With `llm.base_url` set, the brain is an OpenAI-compatible chat-completions endpoint.
     """
     from parleyd.engine.asr import PocketSphinxRecognizer
     from parleyd.engine.avatar import BlinkSchedule, drawn_avatar
-    from parleyd.engine.llm_brain import brain_from_env
+    from parleyd.engine.llm_brain import brain_for
     from parleyd.engine.sentences import SentenceSplitter
-    from parleyd.engine.tts import EspeakSynthesizer, voice_for
+    from parleyd.engine.tts import EspeakSynthesizer
     from parleyd.engine.turns import VadTurnDetector
+    from parleyd.engine.voices import voice_for
 
     schedules: dict[int, BlinkSchedule] = {}
 
@@ -37,7 +33,7 @@ def default_parts(environ: Mapping[str, str]) -> EngineParts:
     return EngineParts(
         turns=lambda silence_ms: VadTurnDetector(silence_ms=silence_ms),
         recognizer=PocketSphinxRecognizer,
-        brain=brain_from_env(environ),
+        brain=brain_for(llm),
         synthesizer=EspeakSynthesizer(),
         avatar=drawn_avatar,
         voice_for=voice_for,
@@ -46,8 +42,10 @@ def default_parts(environ: Mapping[str, str]) -> EngineParts:
     )
 
 
-def engine_factory(parts: EngineParts, settings: EngineSettings) -> Callable[[Room], Participant]:
-    def make(room: Room) -> Participant:
-        return BuiltinAgent(room, parts, settings)
+def engine_factory(parts: EngineParts, settings: EngineSettings) -> AgentFactory:
+    """What a room calls to start its built-in AGENT: one `BuiltinAgent` per live session."""
+
+    def make(link: AgentLink) -> BuiltinParticipant:
+        return BuiltinAgent(link, parts, settings)
 
     return make

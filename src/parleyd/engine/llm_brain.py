@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -462,20 +463,28 @@ class LlmBrain:
         return [content] if content else []
 
 
-def brain_from_env(environ: Mapping[str, str]) -> Brain:
-    """`LlmBrain` when PARLEYD_LLM_BASE_URL is set (with PARLEYD_LLM_MODEL, PARLEYD_LLM_API_KEY and
-    optionally PARLEYD_LLM_TIMEOUT_S, PARLEYD_LLM_MAX_HISTORY_TOKENS), else the `OfflineBrain`."""
-    base_url = environ.get("PARLEYD_LLM_BASE_URL", "").strip()
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    """Where the engine's brain thinks: an OpenAI-compatible endpoint; no base_url: offline."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str = ""
+    timeout_s: float = 20.0
+    max_history_tokens: int = 2_000
+
+
+def brain_for(llm: LlmSettings) -> Brain:
+    """`LlmBrain` when an endpoint is configured, else the offline `OfflineBrain`."""
+    base_url = llm.base_url.strip()
     if not base_url:
         from parleyd.engine.offline_brain import OfflineBrain
 
         return OfflineBrain()
-    timeout = environ.get("PARLEYD_LLM_TIMEOUT_S", "").strip()
-    budget = environ.get("PARLEYD_LLM_MAX_HISTORY_TOKENS", "").strip()
     return LlmBrain(
         base_url,
-        environ.get("PARLEYD_LLM_MODEL", "").strip() or DEFAULT_MODEL,
-        environ.get("PARLEYD_LLM_API_KEY", "").strip(),
-        timeout_s=float(timeout) if timeout else 20.0,
-        max_history_tokens=int(budget) if budget else 2000,
+        llm.model.strip() or DEFAULT_MODEL,
+        llm.api_key.strip(),
+        timeout_s=llm.timeout_s,
+        max_history_tokens=llm.max_history_tokens,
     )

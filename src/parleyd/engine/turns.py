@@ -83,7 +83,6 @@ class VadTurnDetector:
         self._buf.clear()
         self._recent.clear()
         self._recent_start = 0  # stream offset (bytes) of self._recent[0]
-        self._fed = 0  # bytes fed since the last reset
         # Set at SPEECH_STARTED: the turn's audio the caller has not treated as speech yet, from
         # `preroll_ms` before its first voiced frame to the end of what was fed (for the
         # recognizer). With several turns in one feed() call, the last one's.
@@ -107,7 +106,6 @@ class VadTurnDetector:
         the turn's audio that came before it (see there)."""
         self._buf += pcm
         self._recent += pcm
-        self._fed += len(pcm)
         n = len(self._buf) // _FRAME_BYTES
         if n == 0:
             return []

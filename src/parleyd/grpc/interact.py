@@ -15,26 +15,21 @@ from typing import Any
 
 import grpc
 from parley.v1 import interact_pb2 as pb
-from ulid import ULID
 
 from parleyd.domain import limits
 from parleyd.domain.errors import (
-    FailedPrecondition,
+    ErrorKind,
     FieldViolation,
     InvalidArgument,
     ParleyError,
     Unauthenticated,
 )
-from parleyd.domain.ids import is_session_id, secret_hash
-from parleyd.domain.lifecycle import SessionState
+from parleyd.domain.ids import is_session_id, new_participant_id
 from parleyd.grpc import convert
 from parleyd.grpc.interact_convert import ROLE_FROM_PB, in_frame, out_message, subscription
 from parleyd.grpc.status import to_status
+from parleyd.live import BufferedParticipant, Hub, Room
 from parleyd.live.frames import Close, CloseCode, Opened, ParticipantInfo, StreamError
-from parleyd.live.hub import Hub
-from parleyd.live.participant import Participant
-from parleyd.live.room import Room
-from parleyd.manager import SessionManager
 
 log = logging.getLogger("parleyd.interact")
 
@@ -43,8 +38,6 @@ JOIN_TIMEOUT_S = 10.0
 # to its last message is still on its way), and at most for the longer bound.
 HALF_CLOSE_QUIET_S = 1.5
 HALF_CLOSE_LINGER_MAX_S = 30.0
-MIN_RATE, MAX_RATE = 8_000, 48_000
-MIN_CHUNK_MS, MAX_CHUNK_MS = 10, 100
 
 _CLOSE_STATUS = {
     CloseCode.ABORTED: grpc.StatusCode.ABORTED,
@@ -52,13 +45,8 @@ _CLOSE_STATUS = {
 }
 
 
-def new_participant_id() -> str:
-    return "p_" + str(ULID())
-
-
 class InteractHandler:
-    def __init__(self, manager: SessionManager, hub: Hub) -> None:
-        self._manager = manager
+    def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
     async def __call__(self, request_iterator: Any, context: Any) -> None:
@@ -80,7 +68,7 @@ class InteractHandler:
         if close is not None and close.code in _CLOSE_STATUS:
             await context.abort(_CLOSE_STATUS[close.code], close.reason)
 
-    async def _admit(self, context: Any) -> tuple[Participant, Room, bool]:
+    async def _admit(self, context: Any) -> tuple[BufferedParticipant, Room, bool]:
         """Reads and checks `join`; the fatal mistakes raise the error that ends the stream."""
         try:
             first = await asyncio.wait_for(context.read(), JOIN_TIMEOUT_S)
@@ -103,46 +91,44 @@ class InteractHandler:
             violations.append(
                 FieldViolation("join.role", "must be ROLE_USER, ROLE_AGENT or ROLE_OBSERVER")
             )
-        rate = join.audio_format.sample_rate or 16_000
-        if not MIN_RATE <= rate <= MAX_RATE:
+        rate = join.audio_format.sample_rate or limits.AUDIO_RATE_DEFAULT_HZ
+        low, high = limits.AUDIO_RATE_MIN_HZ, limits.AUDIO_RATE_MAX_HZ
+        if not low <= rate <= high:
             violations.append(
                 FieldViolation(
                     "join.audio_format.sample_rate",
-                    f"{rate} Hz is not supported: use {MIN_RATE} to {MAX_RATE} (e.g. 16000, 48000)",
+                    f"{rate} Hz is not supported: use {low} to {high} (e.g. 16000, 48000)",
                 )
             )
-        chunk_ms = join.audio_format.chunk_ms or 20
-        if not MIN_CHUNK_MS <= chunk_ms <= MAX_CHUNK_MS:
+        chunk_ms = join.audio_format.chunk_ms or limits.AUDIO_CHUNK_DEFAULT_MS
+        if not limits.AUDIO_CHUNK_MIN_MS <= chunk_ms <= limits.AUDIO_CHUNK_MAX_MS:
             violations.append(
                 FieldViolation(
                     "join.audio_format.chunk_ms",
-                    f"must be between {MIN_CHUNK_MS} and {MAX_CHUNK_MS} ms",
+                    f"must be between {limits.AUDIO_CHUNK_MIN_MS} and "
+                    f"{limits.AUDIO_CHUNK_MAX_MS} ms",
                 )
             )
         if len(join.speaker_id) > limits.ID_FIELD_MAX_CHARS:
-            violations.append(FieldViolation("join.speaker_id", "the limit is 128 characters"))
+            violations.append(
+                FieldViolation(
+                    "join.speaker_id", f"the limit is {limits.ID_FIELD_MAX_CHARS} characters"
+                )
+            )
         if violations:
             raise InvalidArgument(violations)
         if not join.access_token:
             raise Unauthenticated("missing access token: set join.access_token")
-        session = await self._manager.repo.get_session_by_token_hash(
-            join.session_id, secret_hash(join.access_token)
-        )
-        if session is None:
-            raise Unauthenticated(f"this access token does not open session {join.session_id}")
-        if session.state in (SessionState.TERMINATED, SessionState.EXPIRED):
-            raise FailedPrecondition(
-                f"session is {session.state.value.upper()}: it can no longer be joined"
-            )
+        session = await self._hub.sessions.admit(join.session_id, join.access_token)
         assert role is not None
         info = ParticipantInfo(
             new_participant_id(),
             role,
-            join.client.name[:128],
-            join.client.version[:64],
-            join.client.engine[:64],
+            join.client.name[: limits.CLIENT_NAME_MAX_CHARS],
+            join.client.version[: limits.CLIENT_VERSION_MAX_CHARS],
+            join.client.engine[: limits.CLIENT_VERSION_MAX_CHARS],
         )
-        participant = Participant(
+        participant = BufferedParticipant(
             info,
             sample_rate=rate,
             chunk_ms=chunk_ms,
@@ -152,7 +138,7 @@ class InteractHandler:
         )
         return participant, self._hub.room_for(session), join.takeover
 
-    async def _read(self, context: Any, room: Room, p: Participant) -> None:
+    async def _read(self, context: Any, room: Room, p: BufferedParticipant) -> None:
         while True:
             request = await context.read()
             if request is grpc.aio.EOF:
@@ -164,22 +150,22 @@ class InteractHandler:
                 return
             frame = in_frame(request)
             if isinstance(frame, str):
-                p.deliver(StreamError(3, frame))
+                p.deliver(StreamError(ErrorKind.INVALID_ARGUMENT, frame))
                 continue
             await room.receive(p, frame)
 
-    async def _linger(self, room: Room, p: Participant) -> None:
+    async def _linger(self, room: Room, p: BufferedParticipant) -> None:
         """Waits until the room has been quiet toward `p` for a moment (bounded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HALF_CLOSE_LINGER_MAX_S
         while loop.time() < deadline and not p.closed:
-            busy = room.reply is not None and not room.reply.ended
+            busy = room.replies.in_flight is not None
             quiet_for = time.monotonic() - p.last_delivery
             if not busy and quiet_for >= HALF_CLOSE_QUIET_S:
                 return
             await asyncio.sleep(0.05)
 
-    async def _write(self, context: Any, room: Room, p: Participant) -> Close:
+    async def _write(self, context: Any, room: Room, p: BufferedParticipant) -> Close:
         sequence = 0
         while True:
             frame = await p.outbox.get()
@@ -187,7 +173,7 @@ class InteractHandler:
                 return frame
             session_pb = None
             if isinstance(frame, Opened):
-                session_pb = convert.session_to_pb(room.session, self._manager.now_ms())
+                session_pb = convert.session_to_pb(room.session, room.record.now_ms())
             message = out_message(frame, session_pb)
             sequence += 1
             message.sequence = sequence

@@ -153,11 +153,6 @@ class DescriptorSetReflectionServicer(reflection.aio.ReflectionServicer):  # typ
             self._serialized[file.name] = serialized
             self._dependencies[file.name] = tuple(file.dependency)
 
-    @property
-    def file_names(self) -> tuple[str, ...]:
-        """The files this servicer answers from its descriptor set."""
-        return tuple(self._serialized)
-
     def _files_response(self, request: Any, filename: str) -> Any:
         """The file, then every file it imports (transitively), each once."""
         ordered: list[str] = []

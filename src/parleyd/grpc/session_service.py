@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from parley.v1 import session_service_pb2 as pb
@@ -17,10 +17,12 @@ from parleyd.domain.errors import (
     InvalidArgument,
     ParleyError,
 )
-from parleyd.domain.session import IMMUTABLE_FIELDS, OUTPUT_ONLY_FIELDS, WRITABLE_FIELDS
+from parleyd.domain.session import IMMUTABLE_FIELDS, OUTPUT_ONLY_FIELDS, WRITABLE_FIELDS, Session
 from parleyd.grpc import convert
 from parleyd.grpc.auth import current_caller
+from parleyd.grpc.interact_convert import ROLE_FROM_PB
 from parleyd.grpc.status import to_status
+from parleyd.live.frames import Role
 from parleyd.manager import SessionManager
 
 log = logging.getLogger("parleyd.grpc")
@@ -28,6 +30,15 @@ log = logging.getLogger("parleyd.grpc")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Context = Any  # grpc.aio.ServicerContext; grpcio ships no type information
+InteractHandler = Callable[[Any, Context], Awaitable[None]]
+
+
+class WebRtcNegotiator(Protocol):
+    """The WebRTC bridge as NegotiateWebRtc uses it (`webrtc.signalling.Bridge`)."""
+
+    async def negotiate(
+        self, session: Session, sdp: Any, sdp_type: Any, role: Role | None, takeover: bool
+    ) -> tuple[str, str]: ...
 
 
 def _rpc(
@@ -52,32 +63,32 @@ def _rpc(
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):
-    def __init__(self, manager: SessionManager, *, grpc_target: str, webrtc_url: str = "") -> None:
+    def __init__(
+        self,
+        manager: SessionManager,
+        interact: InteractHandler,
+        *,
+        grpc_target: str,
+        webrtc: WebRtcNegotiator | None = None,
+        webrtc_url: str = "",
+    ) -> None:
+        """`grpc_target` and `webrtc_url` are what CreateSession tells clients to connect to;
+        `webrtc` is None where the bridge is not running (NegotiateWebRtc then refuses)."""
         self._m = manager
+        self._interact = interact
         self._grpc_target = grpc_target
+        self._webrtc = webrtc
         self._webrtc_url = webrtc_url
-
-    def set_interact(self, handler: Callable[[Any, Context], Awaitable[None]]) -> None:
-        self._interact = handler
 
     async def Interact(self, request_iterator: Any, context: Context) -> None:  # type: ignore[override]
         await self._interact(request_iterator, context)
-
-    def set_grpc_target(self, target: str) -> None:
-        self._grpc_target = target
-
-    def set_webrtc(self, bridge: Any) -> None:
-        """The WebRTC bridge (webrtc.signalling.Bridge) behind NegotiateWebRtc; None: off."""
-        self._webrtc = bridge
 
     @_rpc
     async def NegotiateWebRtc(
         self, request: pb.NegotiateWebRtcRequest, context: Context
     ) -> pb.NegotiateWebRtcResponse:
-        from parleyd.grpc.interact_convert import ROLE_FROM_PB
-
         session = await self._m.get_session(current_caller().key, request.session_id)
-        bridge = getattr(self, "_webrtc", None)
+        bridge = self._webrtc
         if bridge is None:
             raise FailedPrecondition(
                 "the WebRTC bridge is not running on this server (see its log)"

@@ -11,25 +11,32 @@ from parleyd.domain import errors
 
 ERROR_DOMAIN = "parley.dev"
 
-_CODES: dict[type[errors.ParleyError], tuple[grpc.StatusCode, int]] = {
-    errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
-    errors.NotFound: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
-    errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
-    errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
-    errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
-    errors.ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+_CODES: dict[errors.ErrorKind, tuple[grpc.StatusCode, int]] = {
+    errors.ErrorKind.INVALID_ARGUMENT: (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        code_pb2.INVALID_ARGUMENT,
+    ),
+    errors.ErrorKind.NOT_FOUND: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
+    errors.ErrorKind.FAILED_PRECONDITION: (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        code_pb2.FAILED_PRECONDITION,
+    ),
+    errors.ErrorKind.UNAUTHENTICATED: (grpc.StatusCode.UNAUTHENTICATED, code_pb2.UNAUTHENTICATED),
+    errors.ErrorKind.ALREADY_EXISTS: (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
+    errors.ErrorKind.RESOURCE_EXHAUSTED: (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        code_pb2.RESOURCE_EXHAUSTED,
+    ),
 }
 
 
-def status_code_of(err: errors.ParleyError) -> grpc.StatusCode:
-    for cls in type(err).__mro__:
-        if cls in _CODES:
-            return _CODES[cls][0]  # type: ignore[index]
-    return grpc.StatusCode.FAILED_PRECONDITION
+def code_number(kind: errors.ErrorKind) -> int:
+    """The google.rpc.Code number of `kind` (what a StreamError on the wire carries)."""
+    return _CODES[kind][1]
 
 
 def to_status(err: errors.ParleyError) -> grpc.Status:
-    _, numeric = _CODES.get(type(err), (grpc.StatusCode.FAILED_PRECONDITION, 9))
+    numeric = code_number(err.kind)
     details: list[any_pb2.Any] = []
     if isinstance(err, errors.InvalidArgument):
         bad = error_details_pb2.BadRequest(

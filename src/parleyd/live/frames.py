@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from parleyd.domain.errors import ErrorKind
 from parleyd.domain.lifecycle import EndReason, SessionState
 from parleyd.domain.session import SceneItem
 
@@ -153,7 +154,7 @@ class Opened:
 class StreamError:
     """A recoverable mistake in what the participant sent; nothing of it was applied."""
 
-    code: int  # google.rpc.Code
+    code: ErrorKind  # each transport maps it to its own code
     message: str
     field_path: str = ""
     kind: Kind = field(default=Kind.CONTROL, init=False)

@@ -5,3 +5,7 @@ avatar video and JSON events out), `tracks.py` turns hub frames into paced media
 `signalling.py` serves the SDP offer/answer exchange and the demo page over HTTP (aiohttp, on the
 server's own event loop), and `ice.py` holds the ICE configuration.
 """
+
+from parleyd.webrtc.signalling import Bridge, HttpServer
+
+__all__ = ["Bridge", "HttpServer"]

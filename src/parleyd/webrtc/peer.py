@@ -23,6 +23,9 @@ import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from parleyd.audio import FrameConverter, chunk_bytes
+from parleyd.domain.errors import ErrorKind
+from parleyd.live import BufferedParticipant, Room
 from parleyd.live import inputs as i
 from parleyd.live.frames import (
     Audio,
@@ -43,13 +46,11 @@ from parleyd.live.frames import (
     Video,
     Visemes,
 )
-from parleyd.live.participant import Participant
-from parleyd.live.room import Room
 from parleyd.webrtc.tracks import AUDIO_FRAME_MS, AUDIO_RATE, AvatarVideoTrack, PacedAudioTrack
 
 log = logging.getLogger("parleyd.webrtc")
 
-_CHUNK_BYTES = AUDIO_RATE * AUDIO_FRAME_MS // 1000 * 2
+_CHUNK_BYTES = chunk_bytes(AUDIO_RATE, AUDIO_FRAME_MS)
 # Bytes the data channel may hold unsent before JSON messages are dropped (a stalled browser).
 DATA_CHANNEL_MAX_BUFFERED = 1 << 20
 # JSON messages held until the browser's data channel opens.
@@ -103,7 +104,7 @@ def frame_json(frame: OutFrame) -> dict[str, Any] | None:
     if isinstance(frame, ContextChanged):
         return {"type": "context", "dynamic_info": frame.dynamic_info}
     if isinstance(frame, StreamError):
-        return {"type": "error", "code": frame.code, "message": frame.message}
+        return {"type": "error", "code": frame.code.value, "message": frame.message}
     if isinstance(frame, Close):
         return {"type": "close", "code": frame.code.value, "reason": frame.reason}
     return None
@@ -151,7 +152,7 @@ class WebRtcPeer:
         receive = {Kind.AUDIO, Kind.TEXT, Kind.VISEMES, Kind.EVENT}
         if video:
             receive.add(Kind.VIDEO)
-        self.participant = Participant(
+        self.participant = BufferedParticipant(
             info,
             sample_rate=AUDIO_RATE,
             chunk_ms=AUDIO_FRAME_MS,
@@ -255,7 +256,9 @@ class WebRtcPeer:
     def _on_message(self, data: str | bytes) -> None:
         frame = parse_input(data)
         if isinstance(frame, str):
-            self._send_json({"type": "error", "code": 3, "message": frame})
+            self._send_json(
+                {"type": "error", "code": ErrorKind.INVALID_ARGUMENT.value, "message": frame}
+            )
             return
         if isinstance(frame, i.LeaveIn):
             self._spawn(self.stop("left"))
@@ -268,7 +271,7 @@ class WebRtcPeer:
 
     async def _read_mic(self, track: MediaStreamTrack) -> None:
         """Browser Opus (decoded by aiortc) -> 20 ms PCM16 mono 48 kHz chunks into the room."""
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+        converter = FrameConverter(AUDIO_RATE)
         pending = bytearray()
         sequence = 0
         while True:
@@ -278,8 +281,7 @@ class WebRtcPeer:
                 return
             if not isinstance(frame, av.AudioFrame):
                 continue
-            for out in resampler.resample(frame):
-                pending += bytes(out.planes[0])[: out.samples * 2]
+            pending += converter.convert(frame)
             while len(pending) >= _CHUNK_BYTES:
                 chunk = bytes(pending[:_CHUNK_BYTES])
                 del pending[:_CHUNK_BYTES]

@@ -21,14 +21,13 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import RTCIceServer, RTCSessionDescription
-from ulid import ULID
 
-from parleyd.domain import errors
-from parleyd.domain.errors import FailedPrecondition, InvalidArgument, ParleyError, Unauthenticated
-from parleyd.domain.ids import is_session_id, secret_hash
+from parleyd.domain.errors import ErrorKind, InvalidArgument, ParleyError, Unauthenticated
+from parleyd.domain.ids import new_participant_id
+from parleyd.domain.lifecycle import ensure_joinable
 from parleyd.domain.session import Session
+from parleyd.live import Hub
 from parleyd.live.frames import ParticipantInfo, Role
-from parleyd.live.hub import Hub
 from parleyd.webrtc.ice import rtc_configuration
 from parleyd.webrtc.peer import WebRtcPeer
 
@@ -44,13 +43,13 @@ ROLES = {
     "ROLE_OBSERVER": Role.OBSERVER,
 }
 
-_HTTP_STATUS: dict[type[ParleyError], tuple[int, str]] = {
-    errors.InvalidArgument: (400, "INVALID_ARGUMENT"),
-    errors.Unauthenticated: (401, "UNAUTHENTICATED"),
-    errors.NotFound: (404, "NOT_FOUND"),
-    errors.FailedPrecondition: (409, "FAILED_PRECONDITION"),
-    errors.AlreadyExists: (409, "ALREADY_EXISTS"),
-    errors.ResourceExhausted: (429, "RESOURCE_EXHAUSTED"),
+_HTTP_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_ARGUMENT: 400,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.FAILED_PRECONDITION: 409,
+    ErrorKind.ALREADY_EXISTS: 409,
+    ErrorKind.RESOURCE_EXHAUSTED: 429,
 }
 
 
@@ -85,15 +84,12 @@ class Bridge:
         self, session: Session, sdp: Any, sdp_type: Any, role: Role | None, takeover: bool = False
     ) -> tuple[str, str]:
         """The answer to a peer's offer; the peer is in the room when this returns."""
-        if session.state.ended:
-            raise FailedPrecondition(
-                f"session is {session.state.value.upper()}: it can no longer be joined"
-            )
+        ensure_joinable(session.state)
         if role not in (Role.USER, Role.OBSERVER):
             raise InvalidArgument.field("role", "must be user or observer")
         offer = check_offer(sdp, sdp_type)
         room = self.hub.room_for(session)
-        info = ParticipantInfo("p_" + str(ULID()), role, "browser", "", "webrtc")
+        info = ParticipantInfo(new_participant_id(), role, "browser", "", "webrtc")
         peer = WebRtcPeer(
             info,
             room,
@@ -134,8 +130,8 @@ class Bridge:
 
 
 def _error(exc: ParleyError) -> web.Response:
-    status, code = _HTTP_STATUS.get(type(exc), (409, "FAILED_PRECONDITION"))
-    return web.json_response({"error": {"code": code, "message": exc.message}}, status=status)
+    body = {"error": {"code": exc.kind.value, "message": exc.message}}
+    return web.json_response(body, status=_HTTP_STATUS[exc.kind])
 
 
 @web.middleware
@@ -154,8 +150,6 @@ async def _cors(
 
 
 def make_app(bridge: Bridge) -> web.Application:
-    repo = bridge.hub.manager.repo
-
     async def negotiate(request: web.Request) -> web.Response:
         session_id = request.match_info["session_id"]
         try:
@@ -163,11 +157,7 @@ def make_app(bridge: Bridge) -> web.Application:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("missing access token: send 'Authorization: Bearer <token>'")
-            if not is_session_id(session_id):
-                raise Unauthenticated(f"this access token does not open session {session_id}")
-            session = await repo.get_session_by_token_hash(session_id, secret_hash(token.strip()))
-            if session is None:
-                raise Unauthenticated(f"this access token does not open session {session_id}")
+            session = await bridge.hub.sessions.admit(session_id, token.strip())
             try:
                 body = await request.json()
             except ValueError:
