@@ -60,7 +60,7 @@ async def _session(stub: Any, key: str, video: bool) -> tuple[str, str, str]:
 async def _grpc_user(stub: Any, sid: str, tok: str) -> Any:
     from parley.v1 import interact_pb2 as ip
 
-    from tests.interact_client import Peer, has
+    from tests.support.interact import Peer, has
 
     peer = Peer(stub.Interact(), ip.ROLE_USER)
     await peer.send(

@@ -1,7 +1,8 @@
-"""The session state machine, checked cell by cell against DESIGN.md's lifecycle.
+"""The session state machine, checked cell by cell against the documented lifecycle.
 
-The expected table below is written out by hand from DESIGN.md ("Session lifecycle"); it is
-deliberately not derived from `TRANSITIONS`, so a wrong entry there cannot agree with itself.
+The expected table below is written out by hand from the lifecycle the README ("Session
+lifecycle") and docs/architecture.md describe; it is deliberately not derived from
+`TRANSITIONS`, so a wrong entry there cannot agree with itself.
 """
 
 from __future__ import annotations

@@ -13,5 +13,5 @@
 - `sqlite`: holding SQLite's write lock from outside, and watching the writer thread.
 - `store`: the repository tests' fixed clock, ids and directly made sessions.
 
-tests/interact_client.py re-exports `interact` for bench/webrtc.py only.
+bench/webrtc.py uses `interact` too (its gRPC baseline speaks Interact like the tests do).
 """
