@@ -12,6 +12,8 @@ expired.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -506,21 +508,9 @@ _PATH_TO_ATTR = {"max_duration": "max_duration_ms", "resume_window": "resume_win
 
 
 def _merge(current: Session, changes: SessionSpec, paths: list[str]) -> SessionSpec:
+    # Every spec field is also a Session attribute; copies, so the cached session stays as is.
     spec = SessionSpec(
-        agent_id=current.agent_id,
-        user_id=current.user_id,
-        profile=current.profile,
-        avatar_id=current.avatar_id,
-        connection_type=current.connection_type,
-        speaker_id=current.speaker_id,
-        situation=current.situation,
-        dynamic_info=current.dynamic_info,
-        scene=list(current.scene),
-        metadata=dict(current.metadata),
-        max_duration_ms=current.max_duration_ms,
-        resume_window_ms=current.resume_window_ms,
-        continue_from_session_id=current.continue_from_session_id,
-        render_templates=current.render_templates,
+        **{f.name: copy.copy(getattr(current, f.name)) for f in dataclasses.fields(SessionSpec)}
     )
     for path in paths:
         attr = _PATH_TO_ATTR.get(path, path)

@@ -222,9 +222,8 @@ class BuiltinAgent(BufferedParticipant):
                 assert self.recognizer is not None
                 await self._in_asr_thread(self.recognizer.start)
                 # The detector needs some speech before it calls it speech: replay what it holds.
-                held = getattr(self.turns, "held_speech", b"")
-                if held:
-                    await self._in_asr_thread(self.recognizer.feed, held)
+                if self.turns.held_speech:
+                    await self._in_asr_thread(self.recognizer.feed, self.turns.held_speech)
             elif ev == TurnEvent.SPEECH_STOPPED and self._hearing:
                 self._hearing = False
                 await self._send(i.SpeechIn(started=False))

@@ -21,6 +21,10 @@ class TurnEvent(StrEnum):
 class TurnDetector(Protocol):
     """Voice activity -> turn events. Fed 16 kHz PCM in chunks of any length."""
 
+    # After SPEECH_STARTED: the speech the detector heard before it was sure it was speech (the
+    # recogniser is given it first, so the start of the utterance is not lost).
+    held_speech: bytes
+
     def feed(self, pcm: bytes) -> list[TurnEvent]: ...
 
     def end_of_turn(self) -> list[TurnEvent]:

@@ -15,6 +15,7 @@ stream that stalls for longer than `timeout_s`, a connection cut before `[DONE]`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -392,15 +393,8 @@ class LlmBrain:
         body = {"model": self.model, "messages": messages, "stream": True}
         client = self._http()
         request = client.build_request("POST", self.url, json=body, headers=headers)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await client.send(request, stream=True)
-        except TimeoutError:
-            raise BrainUnavailable(
-                f"{self.url} did not answer within {self.timeout_s:g}s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise BrainUnavailable(_describe(exc, self.url, self.timeout_s)) from exc
+        async with self._network(f"{self.url} did not answer within {self.timeout_s:g}s"):
+            response = await client.send(request, stream=True)
         try:
             if response.status_code >= 400:
                 raise BrainUnavailable(
@@ -417,16 +411,12 @@ class LlmBrain:
             lines = response.aiter_lines()
             while not parser.done:
                 try:
-                    async with asyncio.timeout(self.timeout_s):
+                    async with self._network(
+                        f"the stream from {self.url} stalled for {self.timeout_s:g}s"
+                    ):
                         line = await anext(lines)
                 except StopAsyncIteration:
                     break
-                except TimeoutError:
-                    raise BrainUnavailable(
-                        f"the stream from {self.url} stalled for {self.timeout_s:g}s"
-                    ) from None
-                except httpx.HTTPError as exc:
-                    raise BrainUnavailable(_describe(exc, self.url, self.timeout_s)) from exc
                 for piece in parser.feed_line(line):
                     yield piece
             for piece in parser.close():
@@ -442,15 +432,21 @@ class LlmBrain:
             return response.reason_phrase or "(no body)"
         return _error_message(body)
 
-    async def _whole(self, response: httpx.Response) -> list[str]:
-        """A non-streamed chat.completion (the server ignored "stream": true)."""
+    @contextlib.asynccontextmanager
+    async def _network(self, on_timeout: str) -> AsyncIterator[None]:
+        """One bounded wait on the endpoint; a timeout or a transport error is BrainUnavailable."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                body = await response.aread()
+                yield
         except TimeoutError:
-            raise BrainUnavailable(f"{self.url} stalled for {self.timeout_s:g}s") from None
+            raise BrainUnavailable(on_timeout) from None
         except httpx.HTTPError as exc:
             raise BrainUnavailable(_describe(exc, self.url, self.timeout_s)) from exc
+
+    async def _whole(self, response: httpx.Response) -> list[str]:
+        """A non-streamed chat.completion (the server ignored "stream": true)."""
+        async with self._network(f"{self.url} stalled for {self.timeout_s:g}s"):
+            body = await response.aread()
         try:
             data = json.loads(body)
             content = data["choices"][0]["message"]["content"]
