@@ -36,3 +36,23 @@ AUDIO_CHUNK_DEFAULT_MS = 20
 AUDIO_CHUNK_HARD_MAX_MS = 1_000
 CLIENT_NAME_MAX_CHARS = 128
 CLIENT_VERSION_MAX_CHARS = 64
+
+# Receive limits of every call (issue: hostile input). The proto comments quote them.
+MESSAGE_MAX_BYTES = 4 * 1024 * 1024  # one request message, any RPC (gRPC max receive size)
+# Frames one Interact stream may send per second, averaged over a 1 s window with a burst of as
+# many again: 10 ms audio is 100 frames/s, leaving room for marks, text and reply frames.
+INTERACT_FRAMES_PER_SECOND_MAX = 250
+INTERACT_FRAMES_BURST = 250
+
+# Sizes of what a caller can make the server produce or keep.
+SITUATION_MAX_BYTES = 64 * 1024  # situation as written, UTF-8
+RENDERED_SITUATION_MAX_BYTES = 64 * 1024  # the situation after templates, UTF-8
+TEMPLATE_LOOP_ITERATIONS_MAX = 1_000  # every loop of one render together
+TEMPLATE_RENDER_BUDGET_MS = 50  # wall time one render may take
+UPDATE_MASK_PATHS_MAX = 32
+# Error details: at most this many field violations are listed (then a count of the rest), and no
+# error's details exceed ERROR_DETAILS_MAX_BYTES, so every client's default 8 KiB metadata limit
+# holds the whole error.
+FIELD_VIOLATIONS_REPORTED_MAX = 20
+FIELD_VIOLATION_TEXT_MAX_CHARS = 200
+ERROR_DETAILS_MAX_BYTES = 4 * 1024
