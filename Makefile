@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 run: setup speech-deps
 	$(BIN)/parleyd serve
 
-# System packages: espeak-ng (the built-in engine's voice) for run and test, Node.js for the
-# polyglot client tests. Installed with apt-get only when missing.
+# System packages: espeak-ng (the built-in engine's voice) for run and test, Node.js and the C++
+# gRPC toolchain for the polyglot client tests. Installed with apt-get only when missing.
 speech-deps:
 	@command -v espeak-ng >/dev/null || { \
 	  echo "installing espeak-ng with apt-get"; \
@@ -35,6 +35,13 @@ system-deps: speech-deps
 	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
 	  echo "installing nodejs/npm with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	fi
+	@if ! command -v protoc >/dev/null || ! command -v grpc_cpp_plugin >/dev/null || \
+	    ! command -v g++ >/dev/null || ! command -v pkg-config >/dev/null || \
+	    ! pkg-config --exists grpc++ protobuf; then \
+	  echo "installing protoc, grpc_cpp_plugin and libgrpc++-dev with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    protobuf-compiler protobuf-compiler-grpc libgrpc++-dev g++ pkg-config; \
 	fi
 
 # The WebRTC bridge's browser tests drive Debian's Chromium through playwright (executable_path);

@@ -20,6 +20,7 @@ from parleyd.manager import SessionManager
 from parleyd.store import Database, Repository, open_database
 
 if TYPE_CHECKING:
+    from parleyd.engine.factory import EngineCheck
     from parleyd.webrtc.signalling import HttpServer
 
 log = logging.getLogger("parleyd.server")
@@ -34,6 +35,8 @@ class App:
         self.hub: Hub | None = None
         self.http: HttpServer | None = None
         self.grpc: GrpcServer | None = None
+        # What of the built-in engine works here (None: the engine is off or did not start).
+        self.engine_check: EngineCheck | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -52,7 +55,9 @@ class App:
         self.manager = manager = SessionManager(
             self.repo, default_resume_window_ms=s.default_resume_window_ms
         )
-        self.hub = hub = Hub(manager, live_settings(s), agent_factory=builtin_engine(s))
+        await manager.load_revocations()
+        agent_factory, self.engine_check = builtin_engine(s)
+        self.hub = hub = Hub(manager, live_settings(s), agent_factory=agent_factory)
         await hub.recover()
         self.http = await _start_http(s, hub)
         self.grpc = grpc_server = GrpcServer(
@@ -63,12 +68,18 @@ class App:
             public_target=s.public_grpc_target,
             webrtc=self.http.bridge if self.http is not None else None,
             webrtc_url=self.http.webrtc_url if self.http is not None else "",
+            interact_frames_per_second=s.interact_max_frames_per_second,
         )
         await grpc_server.start()
         self._tasks.append(
             asyncio.create_task(manager.run_expiry(s.expiry_interval_ms, self._stop))
         )
         self._tasks.append(asyncio.create_task(hub.run_heartbeat(self._stop)))
+        self._tasks.append(asyncio.create_task(manager.run_revocation_watch(self._stop)))
+        # Each engine component under its own health name ("parleyd.engine.voice"), set before
+        # the server says SERVING, so whoever waits for that sees them right.
+        for component in self.engine_check.components if self.engine_check else ():
+            await grpc_server.set_component(component.health_service, component.ok)
         # SERVING only now: the database is migrated and every service is registered.
         await grpc_server.set_serving(True)
         log.info(
@@ -111,13 +122,14 @@ def live_settings(s: Settings) -> LiveSettings:
     )
 
 
-def builtin_engine(s: Settings) -> AgentFactory | None:
-    """The built-in AI for AGENT_MODE_BUILTIN sessions; None when off or it cannot run here."""
+def builtin_engine(s: Settings) -> tuple[AgentFactory | None, EngineCheck | None]:
+    """The built-in AI for AGENT_MODE_BUILTIN sessions (None when off or it cannot run here),
+    and what of it works here: a missing component (its voice, say) is left out, not fatal."""
     if s.engine != "on":
-        return None
+        return None, None
     try:
         from parleyd.engine.agent import EngineSettings
-        from parleyd.engine.factory import default_parts, engine_factory
+        from parleyd.engine.factory import check_engine, default_parts, engine_factory
         from parleyd.engine.llm_brain import LlmSettings
 
         llm = LlmSettings(
@@ -133,11 +145,12 @@ def builtin_engine(s: Settings) -> AgentFactory | None:
             greeting=s.greeting == "on",
             video_fps=s.avatar_fps,
         )
-        return engine_factory(default_parts(llm), engine)
+        check = check_engine()  # one WARNING per missing component, here, not per turn
+        return engine_factory(default_parts(llm, check), engine), check
     except (ImportError, OSError) as exc:
-        # A missing speech component must not take the sessions API down with it.
+        # A broken engine must not take the sessions API down with it.
         log.error("built-in engine unavailable: %s", exc)
-        return None
+        return None, None
 
 
 async def _start_http(s: Settings, hub: Hub) -> HttpServer | None:
@@ -152,8 +165,17 @@ async def _start_http(s: Settings, hub: Hub) -> HttpServer | None:
             hub,
             parse_ice_servers(s.ice_servers),
             connect_timeout_s=s.webrtc_connect_timeout_ms / 1000,
+            max_peers_per_session=s.webrtc_max_peers_per_session,
+            max_peers_per_key=s.webrtc_max_peers_per_key,
         )
-        http = HttpServer(bridge, s.host, s.http_port, s.public_http_url)
+        http = HttpServer(
+            bridge,
+            s.host,
+            s.http_port,
+            s.public_http_url,
+            max_connections=s.http_max_connections,
+            header_timeout_s=s.http_header_timeout_ms / 1000,
+        )
         await http.start()
     except (ImportError, OSError, ValueError) as exc:
         log.error("WebRTC bridge unavailable (HTTP port %s): %s", s.http_port, exc)

@@ -16,6 +16,7 @@ from parleyd import __version__, logs
 from parleyd.app import App
 from parleyd.config import Settings, add_arguments, load_settings
 from parleyd.domain.durations import parse_duration_ms
+from parleyd.domain.errors import ParleyError
 from parleyd.domain.session import ConnectionType, SessionSpec
 from parleyd.manager import SessionManager
 from parleyd.store import Repository, open_database
@@ -48,6 +49,16 @@ def main(argv: list[str] | None = None) -> None:
     revoke = keys_sub.add_parser("revoke", help="revoke an API key by id")
     revoke.add_argument("key_id")
     revoke.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
+
+    sessions = sub.add_parser(
+        "sessions", help="operator reads of any session (a revoked key's included)"
+    )
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    history = sessions_sub.add_parser(
+        "history", help="print a session and its conversation, one message per line"
+    )
+    history.add_argument("session_id")
+    history.add_argument("--database-url", default=None, help="[PARLEYD_DATABASE_URL]")
 
     talk = sub.add_parser("talk", help="talk to a character on a running server")
     talk.add_argument("--target", default="127.0.0.1:50051", help="host:port of parleyd")
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_serve(settings))
     else:
         logs.configure("WARNING")
-        sys.exit(asyncio.run(_keys(args)))
+        sys.exit(asyncio.run(_admin(args)))
 
 
 async def _serve(settings: Settings) -> None:
@@ -110,6 +121,8 @@ async def _serve(settings: Settings) -> None:
     # (halves GC time and cuts CreateSession p99 under load).
     gc.collect()
     gc.freeze()
+    for line in _engine_lines(server, settings):
+        print(line, flush=True)
     print(f"parleyd {__version__} listening on {settings.host}:{server.port}", flush=True)
     link = await _demo_link(server)
     if link:
@@ -121,6 +134,16 @@ async def _serve(settings: Settings) -> None:
     await server.stop()
     waiter.cancel()
     stopper.cancel()
+
+
+def _engine_lines(server: App, settings: Settings) -> list[str]:
+    """What of the built-in engine works, one line per component ("engine: voice unavailable —
+    libespeak-ng.so.1 not found; install espeak-ng ..."; "engine: speech recognition ok")."""
+    if settings.engine != "on":
+        return ["engine: off (users of BUILTIN sessions are refused)"]
+    if server.engine_check is None:
+        return ["engine: unavailable, see the log (users of BUILTIN sessions are refused)"]
+    return server.engine_check.lines()
 
 
 DEMO_SITUATION = (
@@ -170,7 +193,7 @@ async def _ensure_dev_key(manager: SessionManager, settings: Settings) -> None:
     )
 
 
-async def _keys(args: argparse.Namespace) -> int:
+async def _admin(args: argparse.Namespace) -> int:
     settings = load_settings(
         argparse.Namespace(database_url=args.database_url) if args.database_url else None
     )
@@ -178,35 +201,57 @@ async def _keys(args: argparse.Namespace) -> int:
     # The admin commands are their own small composition: the store and the manager over it.
     manager = SessionManager(Repository(db))
     try:
-        if args.keys_command == "create":
-            try:
-                max_ms = parse_duration_ms(args.max_session_duration)
-            except ValueError as exc:
-                print(f"--max-session-duration: {exc}", file=sys.stderr)
-                return 2
-            if max_ms <= 0:
-                print("--max-session-duration must be positive", file=sys.stderr)
-                return 2
-            key, plaintext = await manager.create_api_key(
-                name=args.name, max_session_duration_ms=max_ms
-            )
-            print(plaintext)
-            print(
-                f"# key id {key.id} ({key.name}); shown once, stored hashed",
-                file=sys.stderr,
-            )
-        elif args.keys_command == "list":
-            for key in await manager.list_api_keys():
-                status = "revoked" if key.revoked else "active"
-                print(f"{key.id}\t{key.name}\t{key.max_session_duration_ms // 1000}s\t{status}")
-        elif args.keys_command == "revoke":
-            if not await manager.revoke_api_key(args.key_id):
-                print(f"no key with id {args.key_id}", file=sys.stderr)
-                return 1
-            print(f"revoked {args.key_id}")
-        return 0
+        if args.command == "sessions":
+            return await _history(manager, args.session_id)
+        return await _keys(manager, args)
     finally:
         await db.close()
+
+
+async def _history(manager: SessionManager, session_id: str) -> int:
+    try:
+        session, messages = await manager.session_history(session_id)
+    except ParleyError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(
+        f"# {session.id}\t{session.state.value}\tkey {session.api_key_id}\t"
+        f"agent {session.agent_id}\t{len(messages)} messages"
+    )
+    for m in messages:
+        cut = "\t(interrupted)" if m.interrupted else ""
+        print(f"{m.index}\t{m.role.value}\t{m.text}{cut}")
+    return 0
+
+
+async def _keys(manager: SessionManager, args: argparse.Namespace) -> int:
+    if args.keys_command == "create":
+        try:
+            max_ms = parse_duration_ms(args.max_session_duration)
+        except ValueError as exc:
+            print(f"--max-session-duration: {exc}", file=sys.stderr)
+            return 2
+        if max_ms <= 0:
+            print("--max-session-duration must be positive", file=sys.stderr)
+            return 2
+        key, plaintext = await manager.create_api_key(
+            name=args.name, max_session_duration_ms=max_ms
+        )
+        print(plaintext)
+        print(
+            f"# key id {key.id} ({key.name}); shown once, stored hashed",
+            file=sys.stderr,
+        )
+    elif args.keys_command == "list":
+        for key in await manager.list_api_keys():
+            status = "revoked" if key.revoked else "active"
+            print(f"{key.id}\t{key.name}\t{key.max_session_duration_ms // 1000}s\t{status}")
+    elif args.keys_command == "revoke":
+        if not await manager.revoke_api_key(args.key_id):
+            print(f"no key with id {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,19 @@ SETTINGS: tuple[Setting, ...] = (
         "default http://host:http_port.",
     ),
     Setting(
+        "http_max_connections",
+        "256",
+        "Open HTTP connections the bridge accepts; past it a new one first closes the oldest that "
+        "has not sent a complete request, else it is answered 429.",
+        int,
+    ),
+    Setting(
+        "http_header_timeout",
+        "5s",
+        "How long an HTTP connection may take to send a request's headers (after it opens, or "
+        "after its last response) before it is closed.",
+    ),
+    Setting(
         "ice_servers",
         "",
         "Comma-separated STUN/TURN URLs for the WebRTC bridge (turn:USER:PASSWORD@HOST:PORT); "
@@ -72,6 +85,20 @@ SETTINGS: tuple[Setting, ...] = (
         "webrtc_connect_timeout",
         "20s",
         "How long a WebRTC peer may take to connect after its offer was answered.",
+    ),
+    Setting(
+        "webrtc_max_peers_per_session",
+        "4",
+        "WebRTC peers (connected or connecting) one session may have; further offers are refused "
+        "RESOURCE_EXHAUSTED.",
+        int,
+    ),
+    Setting(
+        "webrtc_max_peers_per_key",
+        "32",
+        "WebRTC peers (connected or connecting) all sessions of one API key may have; further "
+        "offers are refused RESOURCE_EXHAUSTED.",
+        int,
     ),
     Setting(
         "default_resume_window",
@@ -108,6 +135,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How long before max_duration runs out the session_expiring event is sent.",
     ),
     Setting("heartbeat_interval", "2s", "How often usage of live sessions is persisted."),
+    Setting(
+        "interact_max_frames_per_second",
+        "250",
+        "Frames one USER or OBSERVER Interact stream may send per second (with a burst as large); "
+        "more are dropped and reported. A stream sending ten times this is closed.",
+        int,
+    ),
     Setting(
         "outbox_capacity",
         "256",
@@ -175,9 +209,13 @@ class Settings:
     public_grpc_target: str = ""
     http_port: int = 8080
     public_http_url: str = ""
+    http_max_connections: int = 256
+    http_header_timeout_ms: int = 5_000
     ice_servers: str = ""
     webrtc_host_addresses: str = ""
     webrtc_connect_timeout_ms: int = 20_000
+    webrtc_max_peers_per_session: int = 4
+    webrtc_max_peers_per_key: int = 32
     default_resume_window_ms: int = 300_000
     dev_key_max_session_duration_ms: int = 3_600_000
     expiry_interval_ms: int = 1_000
@@ -188,6 +226,7 @@ class Settings:
     agent_wait_timeout_ms: int = 30_000
     expiring_lead_ms: int = 30_000
     heartbeat_interval_ms: int = 2_000
+    interact_max_frames_per_second: int = 250
     outbox_capacity: int = 256
     engine: str = "on"
     end_of_turn_silence_ms: int = 300
@@ -253,6 +292,17 @@ def load_settings(
             raise SystemExit(f"--ice-servers: {url!r} must start with stun:, turn: or turns:")
     if not 0 <= out["http_port"] <= 65535:
         raise SystemExit("--http-port must be between 0 and 65535")
+    for name in (
+        "http_max_connections",
+        "webrtc_max_peers_per_session",
+        "webrtc_max_peers_per_key",
+    ):
+        if out[name] < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    if out["http_header_timeout_ms"] < 100:
+        raise SystemExit("--http-header-timeout must be at least 100ms")
+    if out["interact_max_frames_per_second"] < 50:
+        raise SystemExit("--interact-max-frames-per-second must be at least 50 (20 ms audio alone)")
     if out["outbox_capacity"] < 16:
         raise SystemExit("--outbox-capacity must be at least 16")
     if out["llm_max_history_tokens"] < 1:

@@ -45,6 +45,7 @@ from parleyd.domain.paging import decode_page_token, encode_page_token, filters_
 from parleyd.domain.session import (
     CREATE_FIELDS,
     ApiKey,
+    KeyRevokedObserver,
     Message,
     MessageRole,
     SceneItem,
@@ -60,6 +61,8 @@ from parleyd.domain.validation import (
     metadata_violations,
     raise_if,
     spec_violations,
+    utf8_length,
+    word_count,
 )
 from parleyd.store.repository import Repository, SessionFilter
 
@@ -70,6 +73,9 @@ Clock = Callable[[], int]
 
 _UPDATE_ATTEMPTS = 8
 _KEY_CACHE_TTL_MS = 30_000
+# How often this process looks for keys revoked by another one (`parleyd keys revoke`, another
+# replica): a revocation takes effect everywhere within this, well under a second.
+REVOCATION_POLL_MS = 250
 # The history a live conversation reads back is bounded: the engine only keeps the last few turns.
 _HISTORY_READ_MAX = 10_000
 
@@ -103,12 +109,18 @@ class SessionManager:
         self._clock = clock
         self._observers: list[TransitionObserver] = []
         self._key_cache: dict[str, tuple[ApiKey, int]] = {}
+        self._revoked: set[str] = set()
+        self._revocation_observers: list[KeyRevokedObserver] = []
 
     def now_ms(self) -> int:
         return self._clock()
 
     def on_transition(self, observer: TransitionObserver) -> None:
         self._observers.append(observer)
+
+    def on_key_revoked(self, observer: KeyRevokedObserver) -> None:
+        """`observer(key_id)` hears of every key revoked, by this process or any other."""
+        self._revocation_observers.append(observer)
 
     async def _notify(self, session: Session, step: Transition) -> None:
         for observer in self._observers:
@@ -128,10 +140,10 @@ class SessionManager:
             raise Unauthenticated("missing API key: send it in the 'x-api-key' metadata")
         now = self.now_ms()
         cached = self._key_cache.get(api_key)
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > now and cached[0].id not in self._revoked:
             return cached[0]
         key = await self._repo.find_api_key(api_key)
-        if key is None:
+        if key is None or key.id in self._revoked:
             raise Unauthenticated("invalid API key")
         if len(self._key_cache) > 10_000:
             self._key_cache.clear()
@@ -347,7 +359,8 @@ class SessionManager:
         """The session an access token opens, if it can still be joined.
 
         Unauthenticated when the token is missing or does not open `session_id` (a malformed id
-        included: it cannot be told apart from a foreign one); FailedPrecondition when ended.
+        included: it cannot be told apart from a foreign one), or when the API key that created
+        the session was revoked; FailedPrecondition when ended.
         """
         if not access_token:
             raise Unauthenticated("missing access token")
@@ -358,6 +371,11 @@ class SessionManager:
             )
         if session is None:
             raise Unauthenticated(f"this access token does not open session {session_id}")
+        if session.api_key_id in self._revoked:
+            raise Unauthenticated(
+                f"the API key that created session {session_id} was revoked: it can no longer "
+                "be joined"
+            )
         ensure_joinable(session.state)
         return session
 
@@ -426,10 +444,48 @@ class SessionManager:
         return await self._repo.list_api_keys()
 
     async def revoke_api_key(self, key_id: str) -> bool:
+        """Revokes a key: its calls and the joins of its sessions are refused from now on, and
+        its sessions' live streams end (in this process at once, in others within
+        REVOCATION_POLL_MS)."""
         revoked = await self._repo.revoke_api_key(key_id)
-        # Drop this process's cached copies at once, whatever the TTL says.
-        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0].id != key_id}
+        if revoked:
+            await self._revoked_now({key_id})
         return revoked
+
+    async def load_revocations(self) -> None:
+        """At start: the keys revoked so far (nothing is live yet, so nobody is told)."""
+        self._revoked = await self._repo.revoked_key_ids()
+
+    async def refresh_revocations(self) -> set[str]:
+        """Picks up keys revoked by any process on this database; returns the new ones."""
+        new = await self._repo.revoked_key_ids() - self._revoked
+        if new:
+            await self._revoked_now(new)
+        return new
+
+    async def run_revocation_watch(self, stop: asyncio.Event) -> None:
+        await every(REVOCATION_POLL_MS, stop, self.refresh_revocations, "revocation check")
+
+    async def _revoked_now(self, key_ids: set[str]) -> None:
+        self._revoked |= key_ids
+        # Cached copies go at once, whatever their TTL says.
+        self._key_cache = {k: v for k, v in self._key_cache.items() if v[0].id not in key_ids}
+        for key_id in sorted(key_ids):
+            log.warning("API key %s revoked: its calls, joins and live streams are refused", key_id)
+            for observer in self._revocation_observers:
+                try:
+                    await observer(key_id)
+                except Exception:  # one observer's failure must not spare the others
+                    log.exception("revocation observer failed for %s", key_id)
+
+    async def session_history(self, session_id: str) -> tuple[Session, list[Message]]:
+        """An operator's read of any session and its whole history, whatever its key's state
+        (`parleyd sessions history`); never reachable over the network."""
+        check_session_id(session_id)
+        session = await self._repo.get_session(session_id)
+        return session, await self._repo.list_messages(
+            session_id, None, after_index=0, limit=_HISTORY_READ_MAX
+        )
 
     async def count_api_keys(self) -> int:
         return await self._repo.count_api_keys()
@@ -487,7 +543,13 @@ def _page_size(requested: int, default: int, maximum: int) -> int:
 
 
 def _check_rendered(rendered: str) -> None:
-    words = len(rendered.split())
+    size = utf8_length(rendered)  # before counting words: cheap, and bounds that work
+    if size > limits.RENDERED_SITUATION_MAX_BYTES:
+        raise InvalidArgument.field(
+            "session.situation",
+            f"renders to {size} bytes; the limit is {limits.RENDERED_SITUATION_MAX_BYTES} bytes",
+        )
+    words = word_count(rendered)
     if words > limits.SITUATION_MAX_WORDS:
         raise InvalidArgument.field(
             "session.situation",

@@ -85,15 +85,30 @@ async def talk(
             )
         )
         voice = bytearray()
-        replies_wanted = len(texts) + (1 if wav else 0)
-        done = asyncio.Event()
+        # One turn at a time: each question waits for its answer, as a person would, so no
+        # answer is cut short by the next question.
+        answered = asyncio.Condition()
+        replies = 0
+        ended = False
+
+        async def replied(n: int) -> None:
+            async with answered:
+                await answered.wait_for(lambda: replies >= n or ended)
+
+        async def count(ending: bool = False) -> None:
+            nonlocal replies, ended
+            async with answered:
+                if ending:
+                    ended = True
+                else:
+                    replies += 1
+                answered.notify_all()
 
         async def receive() -> None:
-            replies = 0
             while True:
                 m: Any = await call.read()
                 if m is grpc.aio.EOF:
-                    done.set()
+                    await count(ending=True)
                     return
                 kind = m.WhichOneof("payload")
                 if kind == "audio":
@@ -103,18 +118,16 @@ async def talk(
                 elif kind == "text" and m.text.is_final:
                     print(f"{agent_id}: {m.text.text}")
                 elif kind == "event" and m.event.type == ip.EVENT_TYPE_RESPONSE_DONE:
-                    replies += 1
-                    if replies >= replies_wanted:
-                        done.set()
-                        return
+                    await count()
                 elif kind == "error":
                     print(f"error: {m.error.message}", file=sys.stderr)
 
         reader = asyncio.create_task(receive())
         try:
             async with asyncio.timeout(timeout_s):
-                for text in texts:
+                for n, text in enumerate(texts, start=1):
                     await call.write(ip.InteractRequest(text=ip.TextInput(text=text)))
+                    await replied(n)
                 if wav is not None:
                     pcm = read_wav(wav, rate) + bytes(rate * 2)  # + 1 s of silence: end of turn
                     step = rate * CHUNK_MS // 1000 * 2
@@ -126,7 +139,10 @@ async def talk(
                         if len(chunk) % 2:
                             chunk = chunk[:-1]
                         await call.write(ip.InteractRequest(audio=ip.AudioInput(pcm=chunk)))
-                await done.wait()
+                    await replied(len(texts) + 1)
+                if ended:
+                    print("the server ended the conversation early", file=sys.stderr)
+                    return 1
         except TimeoutError:
             print(f"no complete answer within {timeout_s:g}s", file=sys.stderr)
             return 1

@@ -1,8 +1,10 @@
 """Test helper: real speech audio from espeak-ng, as 16-bit mono PCM at any rate.
 
 `say()` runs `espeak-ng --stdout` (a WAV at the voice's own rate, 22050 Hz for the built-in
-voices) and resamples it. Results are cached per (text, rate, voice, speed): tests and benchmarks
-say the same sentences many times.
+voices) and converts it with `parleyd.audio`, as parleyd converts audio itself: narrowed to 16
+bits and mixed down to mono if need be, then resampled with the delay-free whole-buffer
+`resample_pcm` (libswresample's windowed sinc). Results are cached per (text, rate, voice,
+speed): tests and benchmarks say the same sentences many times.
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ import functools
 import io
 import shutil
 import subprocess
-import warnings
 import wave
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from parleyd.audio import downmix_pcm, from_width, resample_pcm
 
 ESPEAK = shutil.which("espeak-ng") or "/usr/bin/espeak-ng"
 
@@ -31,17 +30,12 @@ def say(text: str, rate: int = 16_000, voice: str = "en-us", speed: int = 160) -
         timeout=30,
     ).stdout
     with wave.open(io.BytesIO(wav)) as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"espeak-ng gave {8 * w.getsampwidth()}-bit audio")
+        width = w.getsampwidth()
         src_rate = w.getframerate()
         channels = w.getnchannels()
-        pcm: bytes = w.readframes(w.getnframes())
-    if channels != 1:
-        pcm = audioop.tomono(pcm, 2, 0.5, 0.5)
-    if src_rate != rate:
-        converted: tuple[bytes, object] = audioop.ratecv(pcm, 2, 1, src_rate, rate, None)
-        pcm = converted[0]
-    return pcm
+        raw = w.readframes(w.getnframes())
+    pcm = downmix_pcm(from_width(raw, width), channels)
+    return resample_pcm(pcm, src_rate, rate)
 
 
 def silence(ms: int, rate: int = 16_000) -> bytes:

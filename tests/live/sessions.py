@@ -21,6 +21,7 @@ from parleyd.domain.lifecycle import (
 from parleyd.domain.session import (
     AgentMode,
     ConnectionType,
+    KeyRevokedObserver,
     Message,
     MessageRole,
     SceneItem,
@@ -37,6 +38,8 @@ class InMemorySessions:
         self.transitions: list[tuple[str, Transition]] = []
         self.heartbeats: list[list[str]] = []
         self._observers: list[TransitionObserver] = []
+        self._revocation_observers: list[KeyRevokedObserver] = []
+        self.revoked: set[str] = set()
         self._changed = asyncio.Condition()
 
     def now_ms(self) -> int:
@@ -91,10 +94,20 @@ class InMemorySessions:
     def on_transition(self, observer: TransitionObserver) -> None:
         self._observers.append(observer)
 
+    def on_key_revoked(self, observer: KeyRevokedObserver) -> None:
+        self._revocation_observers.append(observer)
+
+    async def revoke(self, key_id: str) -> None:
+        self.revoked.add(key_id)
+        for observer in self._revocation_observers:
+            await observer(key_id)
+
     async def admit(self, session_id: str, access_token: str) -> Session:
         if not access_token or self.tokens.get(session_id) != access_token:
             raise Unauthenticated(f"this access token does not open session {session_id}")
         session = await self.load(session_id)
+        if session.api_key_id in self.revoked:
+            raise Unauthenticated(f"the API key that created session {session_id} was revoked")
         ensure_joinable(session.state)
         return session
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from parleyd.domain.errors import AlreadyExists, ErrorKind, FailedPrecondition
+from parleyd.domain.errors import AlreadyExists, ErrorKind, FailedPrecondition, Unauthenticated
 from parleyd.domain.lifecycle import EndReason, SessionEvent, SessionState
 from parleyd.domain.session import AgentMode, MessageRole
 from parleyd.live import AgentLink, BufferedParticipant, Hub, LiveSettings, Room
@@ -405,3 +405,16 @@ async def test_hub_heartbeats_active_rooms_and_recovers_orphans(
     assert await hub.recover() == [orphan.id]
     assert sessions.sessions[orphan.id].state == SessionState.PAUSED
     assert sessions.sessions[room.session_id].state == SessionState.ACTIVE
+
+
+async def test_a_revoked_key_evicts_everyone_and_pauses_at_once(sessions: InMemorySessions) -> None:
+    hub, room, agent, user = await live_room(sessions, LiveSettings(pause_grace_ms=60_000))
+    await sessions.revoke(room.session.api_key_id)
+    reason = "the API key that created this session was revoked"
+    for p in (agent, user):
+        assert pending(p)[-1] == Close(CloseCode.UNAUTHENTICATED, reason)
+    assert sessions.sessions[room.session_id].state == SessionState.PAUSED  # no grace
+    assert room.members.all() == []
+    assert room.session_id not in hub.rooms
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await sessions.admit(room.session_id, sessions.tokens[room.session_id])

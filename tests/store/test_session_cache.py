@@ -493,3 +493,166 @@ async def test_close_finishes_every_write_already_submitted(sqlite_url: str) -> 
             assert await again.get_session(o.session.id) == o.session
     finally:
         await db.close()
+
+
+# -- the byte budget ----------------------------------------------------------------------------
+
+
+def _session(text_chars: int = 0, **kw: Any) -> Session:
+    """A session (not stored) whose situation and rendering hold `text_chars` characters each."""
+    fields: dict[str, Any] = {
+        "id": new_id(),
+        "api_key_id": "key_1",
+        "agent_id": "npc",
+        "user_id": "u",
+        "profile": "",
+        "avatar_id": "",
+        "connection_type": ConnectionType.AUDIO,
+        "speaker_id": "",
+        "situation": "s" * text_chars,
+        "rendered_situation": "r" * text_chars,
+        "dynamic_info": "",
+        "scene": [],
+        "metadata": {},
+        "max_duration_ms": MAX_MS,
+        "resume_window_ms": 60_000,
+        "continue_from_session_id": "",
+        "render_templates": False,
+        "state": SessionState.CREATED,
+        "version": 1,
+        "create_ms": T0,
+        "update_ms": T0,
+        "start_ms": None,
+        "end_ms": None,
+        "expire_at_ms": None,
+        "duration_ms": 0,
+        "active_since_ms": None,
+        "summary": "",
+        "end_reason": None,
+        "agent_mode": AgentMode.BUILTIN,
+    }
+    fields.update(kw)
+    return Session(**fields)
+
+
+def _written(cache: SessionCache, session: Session) -> None:
+    """A committed write of `session`, as the repository reports it."""
+    cache.write_started(session.id)
+    cache.write_committed(session.id, (session, "hash"))
+
+
+def _held_bytes(cache: SessionCache) -> int:
+    from parleyd.store.cache import entry_size
+
+    return sum(entry_size(cache.peek(sid) or (_session(), "")) for sid in list(cache._entries))
+
+
+def test_entry_size_follows_the_text_fields() -> None:
+    from parleyd.store.cache import entry_size
+
+    small = entry_size((_session(), "hash"))
+    assert small < 4_096
+    big = entry_size((_session(100_000), "hash"))
+    assert big - small >= 200_000  # situation and rendering, 100,000 characters each
+    # Four-byte characters take four bytes each in memory.
+    wide = entry_size((_session(0, situation="\U0001f600" * 10_000), "hash"))
+    assert wide - small >= 40_000
+    dressed = _session(
+        scene=[SceneItem("n" * 100, "d" * 1_000) for _ in range(64)],
+        metadata={f"k{i}": "v" * 500 for i in range(64)},
+        dynamic_info="i" * 4_000,
+    )
+    assert entry_size((dressed, "hash")) - small >= 64 * 1_100 + 64 * 500 + 4_000
+
+
+def test_the_byte_budget_evicts_the_least_recently_used() -> None:
+    from parleyd.store.cache import entry_size
+
+    one = entry_size((_session(50_000), "hash"))
+    cache = SessionCache(capacity=1_000, max_bytes=3 * one + 100)
+    made = [_session(50_000) for _ in range(5)]
+    for s in made:
+        _written(cache, s)
+    assert [cache.peek(s.id) is not None for s in made] == [False, False, True, True, True]
+    assert cache.size_bytes == _held_bytes(cache) <= 3 * one + 100
+    # A read makes an entry the most recently used: the next one in pushes out another.
+    assert cache.get(made[2].id) is not None
+    _written(cache, _session(50_000))
+    assert cache.peek(made[2].id) is not None
+    assert cache.peek(made[3].id) is None
+    # Small sessions fit by the hundred where three large ones did.
+    for _ in range(500):
+        _written(cache, _session())
+    assert len(cache) >= 100
+    assert cache.size_bytes == _held_bytes(cache) <= 3 * one + 100
+
+
+def test_the_count_limit_still_holds() -> None:
+    cache = SessionCache(capacity=3)
+    for _ in range(5):
+        _written(cache, _session())
+    assert len(cache) == 3
+
+
+def test_replacing_and_dropping_entries_keeps_the_byte_count() -> None:
+    cache = SessionCache(capacity=10, max_bytes=10_000_000)
+    s = _session(1_000)
+    _written(cache, s)
+    before = cache.size_bytes
+    from dataclasses import replace
+
+    grown = replace(s, version=2, rendered_situation="r" * 200_000)
+    _written(cache, grown)
+    assert cache.size_bytes > before + 190_000
+    assert cache.size_bytes == _held_bytes(cache)
+    cache.write_started(s.id)
+    cache.write_failed(s.id)  # an outcome nobody knows: the entry goes
+    assert cache.peek(s.id) is None
+    assert cache.size_bytes == 0
+
+
+def test_a_session_larger_than_the_whole_budget_is_not_cached() -> None:
+    cache = SessionCache(capacity=10, max_bytes=100_000)
+    kept = _session()
+    _written(cache, kept)
+    huge = _session(60_000)  # situation and rendering: 120 KB
+    _written(cache, huge)
+    assert cache.peek(huge.id) is None
+    assert cache.peek(kept.id) is not None  # and it did not push everything else out
+    from dataclasses import replace
+
+    small_again = replace(huge, version=2, situation="", rendered_situation="")
+    _written(cache, small_again)
+    assert cache.peek(huge.id) == (small_again, "hash")
+    _written(cache, replace(small_again, version=3, situation="s" * 120_000))
+    assert cache.peek(huge.id) is None  # an older copy is never left behind
+    assert cache.size_bytes == _held_bytes(cache)
+
+
+def test_random_traffic_never_exceeds_the_budget() -> None:
+    import random
+
+    rng = random.Random(11)
+    cache = SessionCache(capacity=50, max_bytes=2_000_000)
+    ids: list[str] = []
+    for _ in range(2_000):
+        op = rng.random()
+        if op < 0.6 or not ids:
+            s = _session(rng.choice([0, 100, 10_000, 300_000]))
+            ids.append(s.id)
+            _written(cache, s)
+        elif op < 0.8:
+            sid = rng.choice(ids)
+            cache.write_started(sid)
+            cache.write_failed(sid)
+        else:
+            cache.get(rng.choice(ids))
+        assert cache.size_bytes == _held_bytes(cache) <= 2_000_000
+        assert len(cache) <= 50
+
+
+def test_the_repository_cache_has_the_default_budget(repo: Repository) -> None:
+    from parleyd.store.cache import MAX_BYTES
+
+    assert MAX_BYTES == 64 * 1024 * 1024
+    assert cache_of(repo)._max_bytes == MAX_BYTES

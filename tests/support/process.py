@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,8 +132,11 @@ def wait_serving(target: str, deadline: float, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(f"health check of {target} not SERVING before the deadline ({last})")
 
 
-def start_parleyd(workdir: Path, *extra_args: str) -> ParleydProcess:
-    """Starts `parleyd serve` on 127.0.0.1:0 with a fresh SQLite file in `workdir`."""
+def start_parleyd(workdir: Path, *extra_args: str, wrap: Sequence[str] = ()) -> ParleydProcess:
+    """Starts `parleyd serve` on 127.0.0.1:0 with a fresh SQLite file in `workdir`.
+
+    `wrap` is a command prefix that runs it (e.g. ``unshare -m sh -c '...; exec "$@"' sh``): the
+    parleyd command line is appended to it."""
     exe = tool("parleyd")
     if exe is None:
         pytest.fail("the parleyd command is not installed (run `make setup`)")
@@ -143,6 +146,7 @@ def start_parleyd(workdir: Path, *extra_args: str) -> ParleydProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEYD_")}
     env["PYTHONUNBUFFERED"] = "1"
     cmd = [
+        *wrap,
         exe,
         "serve",
         "--host",

@@ -35,6 +35,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_SESSION_ENDED: _ClassVar[EventType]
     EVENT_TYPE_FRAMES_DROPPED: _ClassVar[EventType]
     EVENT_TYPE_REPLACED: _ClassVar[EventType]
+    EVENT_TYPE_VOICE_UNAVAILABLE: _ClassVar[EventType]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_AGENT: Role
@@ -52,6 +53,7 @@ EVENT_TYPE_SESSION_EXPIRING: EventType
 EVENT_TYPE_SESSION_ENDED: EventType
 EVENT_TYPE_FRAMES_DROPPED: EventType
 EVENT_TYPE_REPLACED: EventType
+EVENT_TYPE_VOICE_UNAVAILABLE: EventType
 
 class InteractRequest(_message.Message):
     __slots__ = ("join", "audio", "text", "trigger", "context_update", "playback_mark", "interrupt", "end_of_turn", "leave", "reply_start", "reply_audio", "reply_text", "reply_visemes", "reply_end")

@@ -32,11 +32,30 @@ class SessionServiceStub:
 
     Every call needs an API key in the request metadata "x-api-key" (create one with
     `parleyd keys create`). A key sees only the sessions it created: another key's session id
-    answers NOT_FOUND, exactly like an id that does not exist.
+    answers NOT_FOUND, exactly like an id that does not exist. Revoking a key (`parleyd keys
+    revoke`) takes effect within 1 s on every server that shares the database: its calls answer
+    UNAUTHENTICATED, its sessions can no longer be joined (UNAUTHENTICATED), and their live
+    Interact streams and WebRTC peers end with UNAUTHENTICATED; the sessions pause.
 
     Errors: a bad field is INVALID_ARGUMENT with google.rpc.BadRequest details naming the field;
     an unknown or foreign id is NOT_FOUND; a call that the session's state does not allow is
     FAILED_PRECONDITION; a missing or wrong key is UNAUTHENTICATED. A refused call changes nothing.
+    Every such error carries details: a serialized google.rpc.Status in the
+    "grpc-status-details-bin" trailer, holding a google.rpc.BadRequest (INVALID_ARGUMENT only) and
+    always a google.rpc.ErrorInfo (reason: the code's name, e.g. "INVALID_ARGUMENT"; domain
+    "parley.dev"). Their protos are in this repository, proto/google/rpc (vendored from
+    googleapis), so a client generated from proto/ alone can decode them. A BadRequest lists at
+    most 20 field violations, their field and description each cut to at most 200 characters
+    ("..." marks a cut); when there were more, one last violation with an empty field says how
+    many are not listed ("and 7 more violations not listed"). The details of one error never
+    exceed 4 KiB (4,096 bytes), so they fit a client's default 8 KiB metadata limit.
+
+    Receive limits of every call: one request message is at most 4 MiB (4,194,304 bytes) encoded;
+    a larger one ends the call with RESOURCE_EXHAUSTED (gRPC's own "Received message larger than
+    max", without details) and nothing of it is applied. Bytes that are not a valid request
+    message (truncated, malformed, or invalid UTF-8 in a string field) are answered
+    INVALID_ARGUMENT with a BadRequest violation on "request" (after the API key is checked). Each field's own limits are on the field;
+    Interact's per-stream limits are on InteractRequest.
     """
 
     @_typing.overload
@@ -87,10 +106,14 @@ class SessionServiceStub:
     of that reply comes. A stream that the server closes gets its reason first
     (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
 
-    Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
-    INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
-    seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
-    StreamError and the stream goes on.
+    Fatal mistakes end the stream with a status: a payload before `join`, no `join` within 10 s,
+    or a bad `join` is INVALID_ARGUMENT, and so is any message that is not a valid
+    InteractRequest, before or after `join`; a wrong token, or a session whose API key was
+    revoked, UNAUTHENTICATED (an open stream ends so too when its key is revoked); an ended session
+    FAILED_PRECONDITION; a taken seat ALREADY_EXISTS; a message over 4 MiB, or a flood of
+    messages, RESOURCE_EXHAUSTED. Recoverable mistakes (a bad audio chunk, an over-long text, a
+    message over the stream's rate budget) answer a StreamError and the stream goes on. The
+    limits are listed on InteractRequest and Join.
     """
     NegotiateWebRtc: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.NegotiateWebRtcRequest, _session_service_pb2.NegotiateWebRtcResponse]
     """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
@@ -116,11 +139,30 @@ class SessionServiceAsyncStub(SessionServiceStub):
 
     Every call needs an API key in the request metadata "x-api-key" (create one with
     `parleyd keys create`). A key sees only the sessions it created: another key's session id
-    answers NOT_FOUND, exactly like an id that does not exist.
+    answers NOT_FOUND, exactly like an id that does not exist. Revoking a key (`parleyd keys
+    revoke`) takes effect within 1 s on every server that shares the database: its calls answer
+    UNAUTHENTICATED, its sessions can no longer be joined (UNAUTHENTICATED), and their live
+    Interact streams and WebRTC peers end with UNAUTHENTICATED; the sessions pause.
 
     Errors: a bad field is INVALID_ARGUMENT with google.rpc.BadRequest details naming the field;
     an unknown or foreign id is NOT_FOUND; a call that the session's state does not allow is
     FAILED_PRECONDITION; a missing or wrong key is UNAUTHENTICATED. A refused call changes nothing.
+    Every such error carries details: a serialized google.rpc.Status in the
+    "grpc-status-details-bin" trailer, holding a google.rpc.BadRequest (INVALID_ARGUMENT only) and
+    always a google.rpc.ErrorInfo (reason: the code's name, e.g. "INVALID_ARGUMENT"; domain
+    "parley.dev"). Their protos are in this repository, proto/google/rpc (vendored from
+    googleapis), so a client generated from proto/ alone can decode them. A BadRequest lists at
+    most 20 field violations, their field and description each cut to at most 200 characters
+    ("..." marks a cut); when there were more, one last violation with an empty field says how
+    many are not listed ("and 7 more violations not listed"). The details of one error never
+    exceed 4 KiB (4,096 bytes), so they fit a client's default 8 KiB metadata limit.
+
+    Receive limits of every call: one request message is at most 4 MiB (4,194,304 bytes) encoded;
+    a larger one ends the call with RESOURCE_EXHAUSTED (gRPC's own "Received message larger than
+    max", without details) and nothing of it is applied. Bytes that are not a valid request
+    message (truncated, malformed, or invalid UTF-8 in a string field) are answered
+    INVALID_ARGUMENT with a BadRequest violation on "request" (after the API key is checked). Each field's own limits are on the field;
+    Interact's per-stream limits are on InteractRequest.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -168,10 +210,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     of that reply comes. A stream that the server closes gets its reason first
     (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
 
-    Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
-    INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
-    seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
-    StreamError and the stream goes on.
+    Fatal mistakes end the stream with a status: a payload before `join`, no `join` within 10 s,
+    or a bad `join` is INVALID_ARGUMENT, and so is any message that is not a valid
+    InteractRequest, before or after `join`; a wrong token, or a session whose API key was
+    revoked, UNAUTHENTICATED (an open stream ends so too when its key is revoked); an ended session
+    FAILED_PRECONDITION; a taken seat ALREADY_EXISTS; a message over 4 MiB, or a flood of
+    messages, RESOURCE_EXHAUSTED. Recoverable mistakes (a bad audio chunk, an over-long text, a
+    message over the stream's rate budget) answer a StreamError and the stream goes on. The
+    limits are listed on InteractRequest and Join.
     """
     NegotiateWebRtc: _aio.UnaryUnaryMultiCallable[_session_service_pb2.NegotiateWebRtcRequest, _session_service_pb2.NegotiateWebRtcResponse]  # type: ignore[assignment]
     """Joins a browser (or any WebRTC peer) to a session's live conversation: send the peer's SDP
@@ -196,11 +242,30 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every call needs an API key in the request metadata "x-api-key" (create one with
     `parleyd keys create`). A key sees only the sessions it created: another key's session id
-    answers NOT_FOUND, exactly like an id that does not exist.
+    answers NOT_FOUND, exactly like an id that does not exist. Revoking a key (`parleyd keys
+    revoke`) takes effect within 1 s on every server that shares the database: its calls answer
+    UNAUTHENTICATED, its sessions can no longer be joined (UNAUTHENTICATED), and their live
+    Interact streams and WebRTC peers end with UNAUTHENTICATED; the sessions pause.
 
     Errors: a bad field is INVALID_ARGUMENT with google.rpc.BadRequest details naming the field;
     an unknown or foreign id is NOT_FOUND; a call that the session's state does not allow is
     FAILED_PRECONDITION; a missing or wrong key is UNAUTHENTICATED. A refused call changes nothing.
+    Every such error carries details: a serialized google.rpc.Status in the
+    "grpc-status-details-bin" trailer, holding a google.rpc.BadRequest (INVALID_ARGUMENT only) and
+    always a google.rpc.ErrorInfo (reason: the code's name, e.g. "INVALID_ARGUMENT"; domain
+    "parley.dev"). Their protos are in this repository, proto/google/rpc (vendored from
+    googleapis), so a client generated from proto/ alone can decode them. A BadRequest lists at
+    most 20 field violations, their field and description each cut to at most 200 characters
+    ("..." marks a cut); when there were more, one last violation with an empty field says how
+    many are not listed ("and 7 more violations not listed"). The details of one error never
+    exceed 4 KiB (4,096 bytes), so they fit a client's default 8 KiB metadata limit.
+
+    Receive limits of every call: one request message is at most 4 MiB (4,194,304 bytes) encoded;
+    a larger one ends the call with RESOURCE_EXHAUSTED (gRPC's own "Received message larger than
+    max", without details) and nothing of it is applied. Bytes that are not a valid request
+    message (truncated, malformed, or invalid UTF-8 in a string field) are answered
+    INVALID_ARGUMENT with a BadRequest violation on "request" (after the API key is checked). Each field's own limits are on the field;
+    Interact's per-stream limits are on InteractRequest.
     """
 
     @_abc_1.abstractmethod
@@ -300,10 +365,14 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         of that reply comes. A stream that the server closes gets its reason first
         (EVENT_TYPE_SESSION_PAUSED, EVENT_TYPE_SESSION_ENDED or EVENT_TYPE_REPLACED).
 
-        Fatal mistakes end the stream with a status: a payload before `join` or a bad `join` is
-        INVALID_ARGUMENT; a wrong token UNAUTHENTICATED; an ended session FAILED_PRECONDITION; a taken
-        seat ALREADY_EXISTS. Recoverable mistakes (a bad audio chunk, an over-long text) answer a
-        StreamError and the stream goes on.
+        Fatal mistakes end the stream with a status: a payload before `join`, no `join` within 10 s,
+        or a bad `join` is INVALID_ARGUMENT, and so is any message that is not a valid
+        InteractRequest, before or after `join`; a wrong token, or a session whose API key was
+        revoked, UNAUTHENTICATED (an open stream ends so too when its key is revoked); an ended session
+        FAILED_PRECONDITION; a taken seat ALREADY_EXISTS; a message over 4 MiB, or a flood of
+        messages, RESOURCE_EXHAUSTED. Recoverable mistakes (a bad audio chunk, an over-long text, a
+        message over the stream's rate budget) answer a StreamError and the stream goes on. The
+        limits are listed on InteractRequest and Join.
         """
 
     @_abc_1.abstractmethod

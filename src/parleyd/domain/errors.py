@@ -7,8 +7,11 @@ the transports knows any of them. See docs/architecture.md, "Errors".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from parleyd.domain import limits
 
 
 class ErrorKind(StrEnum):
@@ -51,12 +54,47 @@ class InvalidArgument(ParleyError):
         if isinstance(violations, FieldViolation):
             violations = [violations]
         self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        # Every violation stays here; what is reported (the message, a transport's details) is
+        # capped, so a request with thousands of mistakes still gets a small answer.
+        summary = "; ".join(
+            f"{v.field}: {v.description}" if v.field else v.description
+            for v in capped_violations(self.violations)
+        )
         super().__init__(summary)
 
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls(FieldViolation(field, description))
+
+
+def clip_text(text: str, max_chars: int = limits.FIELD_VIOLATION_TEXT_MAX_CHARS) -> str:
+    """`text`, cut to at most `max_chars` characters ("..." marks a cut)."""
+    if len(text) <= max_chars:
+        return text
+    return text[: max(0, max_chars - 3)] + "..."
+
+
+def capped_violations(
+    violations: Sequence[FieldViolation],
+    max_count: int = limits.FIELD_VIOLATIONS_REPORTED_MAX,
+    max_chars: int = limits.FIELD_VIOLATION_TEXT_MAX_CHARS,
+) -> list[FieldViolation]:
+    """What to report of `violations`: the first `max_count`, field and description clipped to
+    `max_chars`, then (if any were left out) one more, with no field, saying how many."""
+    shown = [
+        FieldViolation(clip_text(v.field, max_chars), clip_text(v.description, max_chars))
+        for v in violations[:max_count]
+    ]
+    left_out = len(violations) - len(shown)
+    if left_out > 0:
+        shown.append(omitted(left_out))
+    return shown
+
+
+def omitted(count: int) -> FieldViolation:
+    """The violation that stands for `count` more that are not listed."""
+    noun = "violation" if count == 1 else "violations"
+    return FieldViolation("", f"and {count} more {noun} not listed")
 
 
 class NotFound(ParleyError):

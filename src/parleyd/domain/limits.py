@@ -49,6 +49,9 @@ SITUATION_MAX_BYTES = 64 * 1024  # situation as written, UTF-8
 RENDERED_SITUATION_MAX_BYTES = 64 * 1024  # the situation after templates, UTF-8
 TEMPLATE_LOOP_ITERATIONS_MAX = 1_000  # every loop of one render together
 TEMPLATE_RENDER_BUDGET_MS = 50  # wall time one render may take
+TEMPLATE_TOKENS_MAX = 500  # names, operators, constants, tags and runs of text of one template
+TEMPLATE_NESTING_MAX = 24  # depth of its syntax tree
+TEMPLATE_FILTER_CHAIN_MAX = 4  # filters applied one after another
 UPDATE_MASK_PATHS_MAX = 32
 # Error details: at most this many field violations are listed (then a count of the rest), and no
 # error's details exceed ERROR_DETAILS_MAX_BYTES, so every client's default 8 KiB metadata limit

@@ -182,3 +182,5 @@ def expiry_after_change(
 
 # Hears of every committed state change of a session (the hub closes streams with it).
 TransitionObserver = Callable[["Session", Transition], Awaitable[None]]
+# Hears of every revoked API key, by its id (the hub ends the live streams of its sessions).
+KeyRevokedObserver = Callable[[str], Awaitable[None]]

@@ -44,6 +44,15 @@ class SynthesisError(RuntimeError):
     """espeak-ng could not be loaded or failed to speak."""
 
 
+class LibraryUnavailable(SynthesisError):
+    """libespeak-ng is not installed here, or will not load: `reason` says so in a few words
+    ("libespeak-ng.so.1 not found")."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.reason = "; ".join(dict.fromkeys(problems)) or "libespeak-ng not found"
+        super().__init__("libespeak-ng not usable: " + self.reason)
+
+
 # -- speak_lib.h, API revision 12 ---------------------------------------------------------------
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -133,7 +142,22 @@ def _library_candidates() -> list[tuple[str, str | None]]:
         found.append((str(loader.get_library_path()), str(loader.get_data_path())))
     except Exception:
         pass
-    return found
+    unique: dict[str, str | None] = {}
+    for path, data in found:  # find_library often names the same file as the fallback
+        unique.setdefault(path, data)
+    return list(unique.items())
+
+
+def _unloadable(path: str, exc: OSError) -> str:
+    """Why `path` did not load, in a few words: "libespeak-ng.so.1 not found", or
+    "libespeak-ng.so.1 will not load (file too short)" for a damaged or foreign file."""
+    text = str(exc)
+    if "cannot open shared object file" in text:
+        return f"{path} not found"
+    head, sep, detail = text.partition(": ")  # the loader names the file it tried first
+    if sep and ("/" in head or head == path):
+        text = detail
+    return f"{path} will not load ({text})"
 
 
 class Espeak:
@@ -145,7 +169,7 @@ class Espeak:
             try:
                 lib = ctypes.CDLL(path)
             except OSError as exc:
-                errors.append(f"{path}: {exc}")
+                errors.append(_unloadable(path, exc))
                 continue
             self._declare(lib)
             rate = lib.espeak_Initialize(
@@ -161,7 +185,7 @@ class Espeak:
             self.sample_rate = int(rate)
             break
         else:
-            raise SynthesisError("libespeak-ng not usable: " + "; ".join(errors))
+            raise LibraryUnavailable(errors)
         version = ctypes.c_char_p()
         self.version = (lib.espeak_Info(ctypes.byref(version)) or b"?").decode()
         # Keep the callback object alive as long as the library may call it.
@@ -318,6 +342,7 @@ __all__ = [
     "LOCK",
     "MAX_AUDIO_S",
     "Espeak",
+    "LibraryUnavailable",
     "SynthesisError",
     "VoiceInfo",
     "engine",

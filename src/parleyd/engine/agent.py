@@ -7,7 +7,9 @@ same reply frames an external AI backend sends over Interact. Its "transport" is
 Pipeline per turn: voice activity -> end of turn (silence or push-to-talk) -> final transcript
 (stored in the history by the room) -> brain -> sentence by sentence: synthesis -> text, visemes
 and audio paced in real time (a small lead ahead of playback), so a barge-in stops it within one
-chunk. VIDEO sessions also get avatar frames whose mouth follows the visemes.
+chunk. VIDEO sessions also get avatar frames whose mouth follows the visemes. With no voice (no
+synthesizer, or synthesis failed) a reply of an AUDIO/VIDEO session is text only, announced by a
+VOICE_UNAVAILABLE notice with the reason: never silence.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from parleyd.engine.interfaces import (
     Brain,
     Persona,
     Recognizer,
+    Speech,
     Synthesizer,
     Turn,
     TurnDetector,
@@ -53,7 +56,6 @@ from parleyd.live.frames import (
 
 log = logging.getLogger("parleyd.engine")
 
-CHUNK_MS = 40
 HISTORY_FOR_BRAIN = 40
 SUMMARY_EVERY = 8
 
@@ -71,13 +73,16 @@ class EngineParts:
     """The swappable stages; `default_parts()` in engine.factory builds the offline ones."""
 
     turns: Callable[[int], TurnDetector]  # silence_ms -> detector
-    recognizer: Callable[[], Recognizer]
+    recognizer: Callable[[], Recognizer] | None  # None: no speech is heard, only typed text
     brain: Brain
-    synthesizer: Synthesizer | None  # None: text only
+    synthesizer: Synthesizer | None  # None: text only (AUDIO/VIDEO replies say why, see below)
     avatar: Callable[[str], AvatarRenderer] | None  # avatar_id -> renderer
     voice_for: Callable[[str, str], str] = field(default=lambda profile, speaker: "en-us")
     blink: Callable[[int, int], bool] | None = None  # (seed, frame index) -> eyes closed
     split_sentences: Callable[[], Any] | None = None  # -> object with push(str)/flush()
+    # Why replies of AUDIO and VIDEO sessions have no voice when `synthesizer` is None: the
+    # reason of their VOICE_UNAVAILABLE event.
+    voice_unavailable: str = "the engine has no voice"
 
 
 class BuiltinAgent(BufferedParticipant):
@@ -137,7 +142,7 @@ class BuiltinAgent(BufferedParticipant):
         self.history = [Turn(m.role.value, m.text) for m in messages]
 
     async def _prepare_recognizer(self) -> None:
-        if self.link.session.connection_type == ConnectionType.TEXT:
+        if self.link.session.connection_type == ConnectionType.TEXT or not self.parts.recognizer:
             return
         recognizer = self.parts.recognizer()
         await self._in_asr_thread(recognizer.set_context, self._context_texts())
@@ -230,6 +235,8 @@ class BuiltinAgent(BufferedParticipant):
                 assert self.recognizer is not None
                 text = (await self._in_asr_thread(self.recognizer.finish)).strip()
                 if text:
+                    if self._reply_running():  # began during the turn: the new turn cuts it
+                        await self._barge_in()
                     await self._send(i.TranscriptIn(text, is_final=True))
                     self._answer(UserInput(text=text), Turn("user", text))
 
@@ -280,9 +287,14 @@ class BuiltinAgent(BufferedParticipant):
         sent_ms = 0.0
         started = False
         splitter = self.parts.split_sentences() if self.parts.split_sentences else None
+        voiced = self.link.session.connection_type != ConnectionType.TEXT
+        # Why this reply of an AUDIO/VIDEO session goes without voice ("" while it has one). The
+        # people are told once, before its text (or the rest of it) comes as text only.
+        no_voice = self.parts.voice_unavailable if self.parts.synthesizer is None else ""
+        told = False
 
         async def speak(sentence: str) -> None:
-            nonlocal sent_ms, started
+            nonlocal sent_ms, started, no_voice, told
             sentence = sentence.strip()
             if not sentence:
                 return
@@ -291,21 +303,36 @@ class BuiltinAgent(BufferedParticipant):
                 started = True
             spoken.append(sentence)
             synth = self.parts.synthesizer
-            text_only = self.link.session.connection_type == ConnectionType.TEXT
-            if synth is None or text_only:
+            rate = self._out_rate()
+            speech: Speech | None = None
+            if voiced and synth is not None and not no_voice:
+                voice = self.parts.voice_for(
+                    self.link.session.profile, self.link.session.speaker_id
+                )
+                try:
+                    speech = await synth.synthesize(sentence, voice=voice, sample_rate=rate)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the rest of this reply is text, never silence
+                    log.warning("speech synthesis failed in %s: %s", self.session_id, exc)
+                    no_voice = f"speech synthesis failed: {exc}"
+            if speech is None:
+                if voiced and no_voice and not told:
+                    told = True
+                    notice = i.NoticeIn(EventType.VOICE_UNAVAILABLE, reply_id, no_voice)
+                    await self._send(notice)
                 await self._send(i.ReplyTextIn(sentence + " ", reply_id))
                 return
-            rate = self._out_rate()
-            voice = self.parts.voice_for(self.link.session.profile, self.link.session.speaker_id)
-            speech = await synth.synthesize(sentence, voice=voice, sample_rate=rate)
             base = int(sent_ms)
             await self._send(i.ReplyTextIn(sentence + " ", reply_id, offset_ms=base))
             if speech.visemes:
                 marks = tuple(VisemeMark(v.viseme, base + v.offset_ms) for v in speech.visemes)
                 self._reply_visemes.extend(VisemeAt(m.id, m.offset_ms) for m in marks)
                 await self._send(i.ReplyVisemesIn(marks, reply_id))
-            step = rate * CHUNK_MS // 1000 * 2
-            for k in range(0, len(speech.pcm), step):
+            step = self._out_chunk_bytes(rate)
+            # The last chunk is filled up with silence: every chunk is exactly the USER's length.
+            pcm = speech.pcm + bytes(-len(speech.pcm) % step)
+            for k in range(0, len(pcm), step):
                 if not self._reply_started:
                     self._reply_started = loop.time()
                 # Pace: stay at most `lead` ahead of real-time playback.
@@ -313,7 +340,7 @@ class BuiltinAgent(BufferedParticipant):
                 wait = ahead - self.settings.playback_lead_ms
                 if wait > 0:
                     await asyncio.sleep(wait / 1000)
-                chunk = speech.pcm[k : k + step]
+                chunk = pcm[k : k + step]
                 await self._send(i.ReplyAudioIn(chunk, reply_id, sample_rate=rate))
                 sent_ms += len(chunk) / 2 / rate * 1000
 
@@ -345,6 +372,12 @@ class BuiltinAgent(BufferedParticipant):
 
     def _out_rate(self) -> int:
         return self.link.user_sample_rate() or limits.AUDIO_RATE_DEFAULT_HZ
+
+    def _out_chunk_bytes(self, rate: int) -> int:
+        """Reply audio goes out in chunks of the length the USER declared at join, which its
+        `opened.audio_format.chunk_ms` tells it to expect."""
+        chunk_ms = self.link.user_chunk_ms() or limits.AUDIO_CHUNK_DEFAULT_MS
+        return rate * chunk_ms // 1000 * 2
 
     async def _summarize(self) -> None:
         try:

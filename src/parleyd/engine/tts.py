@@ -18,7 +18,15 @@ import logging
 import unicodedata
 
 from parleyd.audio import duration_ms, resample_pcm
-from parleyd.engine._espeak import LOCK, MAX_AUDIO_S, SynthesisError, engine, executor, locked
+from parleyd.engine._espeak import (
+    LOCK,
+    MAX_AUDIO_S,
+    LibraryUnavailable,
+    SynthesisError,
+    engine,
+    executor,
+    locked,
+)
 from parleyd.engine.interfaces import Speech
 from parleyd.engine.visemes import viseme_track
 from parleyd.engine.voices import DEFAULT_VOICE, resolve_voice
@@ -33,14 +41,22 @@ DEFAULT_WPM = 175
 _WARNED: set[str] = set()
 
 
-def espeak_available() -> bool:
-    """Whether libespeak-ng loads and initializes here."""
+def espeak_problem() -> str | None:
+    """None when libespeak-ng loads and initializes here; else why not, in a few words
+    ("libespeak-ng.so.1 not found"). The library is loaded once: later calls repeat the answer."""
     try:
         locked(lambda e: e.sample_rate)
+    except LibraryUnavailable as exc:
+        return exc.reason
     except SynthesisError as exc:
-        log.warning("%s", exc)
-        return False
-    return True
+        return str(exc)
+    return None
+
+
+def espeak_available() -> bool:
+    """Whether libespeak-ng loads and initializes here (the engine's start-up check says why
+    not, once: `parleyd.engine.factory.check_engine`)."""
+    return espeak_problem() is None
 
 
 def native_rate() -> int:
@@ -73,16 +89,29 @@ class EspeakSynthesizer:
         self.default_voice = default_voice
 
     def _voice(self, voice: str) -> str:
+        """The name libespeak-ng loads for `voice`, else for the default voice. Called with the
+        library loaded, so that a voice it does not list really is a missing voice."""
         resolved = resolve_voice(voice) if voice else None
-        if resolved is None:
-            if voice and voice not in _WARNED:
-                _WARNED.add(voice)
-                log.warning("no espeak-ng voice %r, using %r", voice, self.default_voice)
-            resolved = resolve_voice(self.default_voice) or self.default_voice
-        return resolved
+        if resolved is not None:
+            return resolved
+        fallback = resolve_voice(self.default_voice)
+        if fallback is None:
+            if self.default_voice not in _WARNED:
+                _WARNED.add(self.default_voice)
+                log.warning(
+                    "espeak-ng lists no voice %r (is its data installed? see ESPEAK_DATA_PATH)",
+                    self.default_voice,
+                )
+            return self.default_voice
+        if voice and voice not in _WARNED:
+            _WARNED.add(voice)
+            log.warning("no espeak-ng voice %r, using %r", voice, self.default_voice)
+        return fallback
 
     def _speak(self, text: str, voice: str) -> tuple[bytes, int, list[tuple[str, int]]]:
         """Blocking: runs on the espeak worker thread."""
+        with LOCK:
+            engine()  # a missing library raises here: it is the error, not the voice
         name = self._voice(voice)
         with LOCK:
             espeak = engine()
@@ -126,5 +155,6 @@ __all__ = [
     "SynthesisError",
     "clean_text",
     "espeak_available",
+    "espeak_problem",
     "native_rate",
 ]

@@ -8,13 +8,11 @@ context variable: it runs in the same task as the servicer method.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from parleyd.domain.errors import InvalidArgument, Unauthenticated
+from parleyd.domain.errors import Unauthenticated
 from parleyd.domain.session import ApiKey
 from parleyd.grpc.status import to_status
 from parleyd.manager import SessionManager
@@ -56,7 +54,8 @@ def with_api_key(handler: Any, manager: SessionManager) -> Any:
     """`handler` (unary-unary) behind API-key authentication. Built once per method at startup.
 
     The key in `x-api-key` is resolved once per call and handed to the servicer through a
-    context variable; undecodable request bytes are answered INVALID_ARGUMENT (after auth).
+    context variable. Undecodable request bytes reach `inner` as grpc/_decode.py's marker, which
+    it answers INVALID_ARGUMENT: the key is checked first, so a caller without one learns nothing.
     """
     inner = handler.unary_unary
 
@@ -71,9 +70,6 @@ def with_api_key(handler: Any, manager: SessionManager) -> Any:
         except Unauthenticated as exc:
             await context.abort_with_status(to_status(exc))
             raise AssertionError("unreachable") from None
-        if isinstance(request, _Undecodable):
-            bad = InvalidArgument.field("request", f"is not a valid message: {request.error}")
-            await context.abort_with_status(to_status(bad))
         token = _CALLER.set(Caller(key, plaintext))
         try:
             return await inner(request, context)
@@ -82,30 +78,6 @@ def with_api_key(handler: Any, manager: SessionManager) -> Any:
 
     return grpc.unary_unary_rpc_method_handler(
         authenticated,
-        request_deserializer=_tolerant(handler.request_deserializer),
+        request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
-
-
-class _Undecodable:
-    """Stands in for a request whose bytes are not the method's message."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    # grpcio answers a deserializer's exception with UNKNOWN; undecodable bytes are the caller's
-    # mistake, so hand the handler a marker and let it answer INVALID_ARGUMENT (after auth).
-    if deserialize is None:
-        return None
-
-    def decode(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except DecodeError as exc:
-            return _Undecodable(str(exc))
-
-    return decode

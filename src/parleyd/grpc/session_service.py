@@ -11,6 +11,7 @@ import grpc
 from parley.v1 import session_service_pb2 as pb
 from parley.v1 import session_service_pb2_grpc as pb_grpc
 
+from parleyd.domain import limits
 from parleyd.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -222,6 +223,11 @@ def _checked_paths(paths: list[str]) -> list[str]:
     if not paths:
         raise InvalidArgument.field(
             "update_mask", "is required: name the fields to change, e.g. paths: ['dynamic_info']"
+        )
+    if len(paths) > limits.UPDATE_MASK_PATHS_MAX:  # refused before looking at any of them
+        raise InvalidArgument.field(
+            "update_mask.paths",
+            f"has {len(paths)} paths; the limit is {limits.UPDATE_MASK_PATHS_MAX}",
         )
     violations: list[FieldViolation] = []
     out: list[str] = []

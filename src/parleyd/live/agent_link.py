@@ -24,6 +24,11 @@ class AgentLink(Protocol):
         """The rate of the first USER's audio, None with no USER here."""
         ...
 
+    def user_chunk_ms(self) -> int | None:
+        """The chunk length the first USER declared, None with no USER here: the engine sends its
+        reply audio in chunks of this length (what that USER's `opened.audio_format` says)."""
+        ...
+
     async def send(self, sender: Participant, frame: i.InFrame) -> None:
         """Into the room, exactly as a transport hands over what its client sent."""
         ...

@@ -124,6 +124,8 @@ class EventType(StrEnum):
     SESSION_ENDED = "session_ended"
     FRAMES_DROPPED = "frames_dropped"
     REPLACED = "replaced"
+    # A reply of the AI comes as text only (no voice here, or synthesis failed): `reason` says why.
+    VOICE_UNAVAILABLE = "voice_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,7 @@ class CloseCode(StrEnum):
     OK = "ok"  # the session paused or ended, or the participant left
     ABORTED = "aborted"  # replaced by a takeover
     UNAVAILABLE = "unavailable"  # no AGENT came in time, or the server is shutting down
+    UNAUTHENTICATED = "unauthenticated"  # the API key that created the session was revoked
 
 
 @dataclass(frozen=True, slots=True)

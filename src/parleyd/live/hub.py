@@ -19,6 +19,7 @@ from parleyd._periodic import every
 from parleyd.domain.lifecycle import SessionEvent, SessionState, Transition
 from parleyd.domain.session import Session
 from parleyd.live.agent_link import AgentFactory
+from parleyd.live.frames import CloseCode
 from parleyd.live.room import Room
 from parleyd.live.session_port import SessionPort
 from parleyd.live.settings import LiveSettings
@@ -39,6 +40,7 @@ class Hub:
         self.rooms: dict[str, Room] = {}
         self._agent_factory = agent_factory
         sessions.on_transition(self._on_transition)
+        sessions.on_key_revoked(self._on_key_revoked)
 
     def room_for(self, session: Session) -> Room:
         room = self.rooms.get(session.id)
@@ -67,6 +69,13 @@ class Hub:
             self.rooms.pop(session.id, None)
         else:
             self.forget_if_idle(room)
+
+    async def _on_key_revoked(self, key_id: str) -> None:
+        """Every live stream of the key's sessions ends now; they pause (metering stops)."""
+        for room in [r for r in self.rooms.values() if r.session.api_key_id == key_id]:
+            await room.evict(
+                CloseCode.UNAUTHENTICATED, "the API key that created this session was revoked"
+            )
 
     async def recover(self) -> list[str]:
         """Pauses sessions a dead process left ACTIVE; usage counts to their last heartbeat."""

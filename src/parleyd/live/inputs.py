@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parleyd.domain.session import SceneItem
-from parleyd.live.frames import VisemeMark
+from parleyd.live.frames import EventType, VisemeMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,17 @@ class SpeechIn:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticeIn:
+    """AGENT: something the people in the session should know about a reply, shown to them as an
+    `Event` of `kind` (only VOICE_UNAVAILABLE: the reply comes as text only, `reason` says why).
+    The built-in engine sends it; no transport does."""
+
+    kind: EventType
+    interaction_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyTextIn:
     text: str
     interaction_id: str = ""
@@ -138,4 +149,5 @@ InFrame = (
     | ReplyCancelIn
     | TranscriptIn
     | SpeechIn
+    | NoticeIn
 )

@@ -1,8 +1,9 @@
 """Reply tracking: the AI reply in flight, how it starts, ends, and is cut by a barge-in.
 
 The history keeps what the user heard: a reply that ends normally is stored whole; a reply cut
-by an interrupt (or by the user leaving) is stored up to what the client reported as played
-(`playback_mark` / `interrupt.played_ms`), and marked interrupted.
+by an interrupt (or by a new message of the user, or by the user leaving) is stored up to what
+the client reported as played (`playback_mark` / `interrupt.played_ms`), and marked interrupted.
+A cut reply is stored at once, so it comes before the user message that cut it.
 """
 
 from __future__ import annotations

@@ -261,6 +261,19 @@ class Room:
                 p.close(CloseCode.OK, f"session {step.target.value}")
             self.closed = True
 
+    async def evict(self, code: CloseCode, reason: str) -> None:
+        """Ends every participant's stream with `code` and pauses the session at once (no grace:
+        nobody may come back)."""
+        async with self.lock:
+            self._timers.cancel(_PAUSE)
+            for p in self.members.all():
+                self._remove(p)
+                p.close(code, reason)
+            if self.session.state == SessionState.ACTIVE:
+                with contextlib.suppress(FailedPrecondition):  # ended or paused meanwhile
+                    await self.record.apply(SessionEvent.LEAVE)
+        self._on_idle(self)
+
     def shutdown(self, reason: str) -> None:
         self._timers.cancel_all()
         for p in self.members.all():
@@ -295,6 +308,10 @@ class _RoomLink:
     def user_sample_rate(self) -> int | None:
         users = self._room.members.users
         return users[0].sample_rate if users else None
+
+    def user_chunk_ms(self) -> int | None:
+        users = self._room.members.users
+        return users[0].chunk_ms if users else None
 
     async def send(self, sender: Participant, frame: i.InFrame) -> None:
         await self._room.receive(sender, frame)

@@ -2,7 +2,8 @@
 
 USER frames go to the AGENT and OBSERVERs; AGENT frames (its replies) go to USERs and OBSERVERs;
 an OBSERVER only listens. A frame a role may not send, or one that fails its check, is answered
-with a StreamError to its sender alone and changes nothing.
+with a StreamError to its sender alone and changes nothing. A new USER message (typed text, or a
+final transcript) first cuts the AI reply in flight, as a barge-in.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Router:
                 i.ReplyCancelIn: self._reply_cancel,
                 i.TranscriptIn: self._transcript,
                 i.SpeechIn: self._speech,
+                i.NoticeIn: self._notice,
                 i.ContextIn: self._context,
             },
             Role.OBSERVER: {},
@@ -88,8 +90,16 @@ class Router:
         if error := checks.text(frame.text, "text.text"):
             p.deliver(error)
             return
-        await self._record.append(MessageRole.USER, frame.text)
+        await self._user_turn(frame.text)
         self._members.send_to(Text(frame.text, p.id, Role.USER), TO_AI, exclude=p.id)
+
+    async def _user_turn(self, text: str) -> None:
+        """Stores a new message of the USER (typed text or a final transcript). A reply still in
+        flight is cut first, exactly as by an `interrupt` without played_ms (at the last
+        playback_mark, INTERRUPTED broadcast): the user has moved on, and the history keeps what
+        was heard of the reply before the message that cut it."""
+        await self._replies.interrupt("", None)
+        await self._record.append(MessageRole.USER, text)
 
     async def _user_trigger(self, p: Participant, frame: i.TriggerIn) -> None:
         if error := checks.trigger(frame.name, frame.encoded_size):
@@ -208,7 +218,7 @@ class Router:
         users = self._members.users
         user = users[0] if users else None
         if frame.is_final:
-            await self._record.append(MessageRole.USER, frame.text)
+            await self._user_turn(frame.text)
         shown = Transcript(
             frame.text, user.id if user else "", user.speaker_id if user else "", frame.is_final
         )
@@ -218,6 +228,23 @@ class Router:
         users = self._members.users
         kind = EventType.SPEECH_STARTED if frame.started else EventType.SPEECH_STOPPED
         self._members.send_to(Event(kind, participant=users[0].info if users else None), TO_PEOPLE)
+
+    async def _notice(self, p: Participant, frame: i.NoticeIn) -> None:
+        """The AGENT tells the people something about a reply (it comes as text only): an Event
+        with the reply's interaction_id, unless that reply was already cut."""
+        if frame.kind not in _NOTICES:
+            p.deliver(checks.refused(f"{frame.kind.value} is not a notice", "notice.kind"))
+            return
+        reply = self._replies.find(frame.interaction_id)
+        if reply is not None and reply.interrupted:
+            return
+        iid = reply.interaction_id if reply is not None else frame.interaction_id
+        notice = Event(frame.kind, interaction_id=iid, reason=frame.reason[: limits.TEXT_MAX_CHARS])
+        self._members.send_to(notice, TO_PEOPLE)
+
+
+# The events an AGENT may raise itself with a NoticeIn.
+_NOTICES = frozenset({EventType.VOICE_UNAVAILABLE})
 
 
 def _not_for(role: Role, frame_name: str) -> str:

@@ -10,7 +10,14 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from parleyd.domain.lifecycle import EndReason, SessionEvent
-from parleyd.domain.session import Message, MessageRole, SceneItem, Session, TransitionObserver
+from parleyd.domain.session import (
+    KeyRevokedObserver,
+    Message,
+    MessageRole,
+    SceneItem,
+    Session,
+    TransitionObserver,
+)
 
 
 class SessionPort(Protocol):
@@ -20,6 +27,10 @@ class SessionPort(Protocol):
 
     def on_transition(self, observer: TransitionObserver) -> None:
         """`observer` hears of every committed state change, whoever made it."""
+        ...
+
+    def on_key_revoked(self, observer: KeyRevokedObserver) -> None:
+        """`observer(key_id)` hears of every revoked API key, whoever revoked it."""
         ...
 
     async def admit(self, session_id: str, access_token: str) -> Session:

@@ -17,6 +17,7 @@ Sessions handed out are shared with the cache: treat them as values (replace, ne
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 
 from parleyd.domain.session import Session
@@ -24,16 +25,59 @@ from parleyd.domain.session import Session
 # (session, hash of its access token)
 Entry = tuple[Session, str]
 
+# What the cache may hold, by the estimate of `entry_size`. A session's text fields may reach
+# about 250 KB (situation and its rendering 64 KB each, scene 70 KB, metadata 37 KB; up to 4 bytes
+# a character in memory), so a count alone would let 10,000 such sessions take gigabytes. 64 MiB
+# keeps at least ~64 of the largest, and the full 10,000 of ordinary ones (a few KB each).
+MAX_BYTES = 64 * 1024 * 1024
+# Memory of a session beyond its text: the object, ints, enums, container headers, the token hash.
+_ENTRY_OVERHEAD = 1_024
+
 _WRITTEN_PRUNE_AT = 4_096
 _WRITTEN_HARD_LIMIT = 65_536
 
 
+def entry_size(entry: Entry) -> int:
+    """An estimate of the memory `entry` holds: its text fields (as Python stores them) and a
+    fixed overhead. Cheap: sys.getsizeof of a string does not read it."""
+    s, token_hash = entry
+    size = _ENTRY_OVERHEAD + sys.getsizeof(token_hash)
+    for text in (
+        s.id,
+        s.api_key_id,
+        s.agent_id,
+        s.user_id,
+        s.profile,
+        s.avatar_id,
+        s.speaker_id,
+        s.situation,
+        s.rendered_situation,
+        s.dynamic_info,
+        s.continue_from_session_id,
+        s.summary,
+    ):
+        size += sys.getsizeof(text)
+    size += sys.getsizeof(s.scene) + sys.getsizeof(s.metadata)
+    for item in s.scene:
+        size += 64 + sys.getsizeof(item.name) + sys.getsizeof(item.description)
+    for key, value in s.metadata.items():
+        size += sys.getsizeof(key) + sys.getsizeof(value)
+    return size
+
+
 class SessionCache:
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, max_bytes: int = MAX_BYTES) -> None:
+        """At most `capacity` sessions and `max_bytes` of them (by `entry_size`); the least
+        recently used go first."""
         if capacity < 1:
             raise ValueError("capacity must be positive")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # session id -> entry_size of its entry
+        self._bytes = 0  # their sum
         # session id -> [writes in flight, highest version those writes committed]
         self._inflight: dict[str, list[int]] = {}
         self._seq = 0  # counts finished session writes
@@ -43,6 +87,11 @@ class SessionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """The estimated memory of every entry held."""
+        return self._bytes
 
     def get(self, session_id: str) -> Entry | None:
         entry = self._entries.get(session_id)
@@ -73,14 +122,14 @@ class SessionCache:
         if rec[0] == 0 and version >= rec[1]:
             self._put(written)
         else:
-            self._entries.pop(session_id, None)
+            self._drop(session_id)
         rec[1] = max(rec[1], version)
 
     def write_failed(self, session_id: str) -> None:
         """The write raised: it rolled back, or (an interrupted COMMIT) nobody knows."""
         self._finish(session_id)
         self._note(session_id)
-        self._entries.pop(session_id, None)
+        self._drop(session_id)
 
     def _finish(self, session_id: str) -> list[int]:
         rec = self._inflight[session_id]
@@ -94,10 +143,21 @@ class SessionCache:
         old = self._entries.get(sid)
         if old is not None and old[0].version > entry[0].version:
             return
+        size = entry_size(entry)
+        if size > self._max_bytes:  # it would push out everything else: keep no copy at all
+            self._drop(sid)
+            return
+        self._bytes += size - self._sizes.get(sid, 0)
+        self._sizes[sid] = size
         self._entries[sid] = entry
         self._entries.move_to_end(sid)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        while len(self._entries) > self._capacity or self._bytes > self._max_bytes:
+            oldest, _ = self._entries.popitem(last=False)
+            self._bytes -= self._sizes.pop(oldest)
+
+    def _drop(self, session_id: str) -> None:
+        if self._entries.pop(session_id, None) is not None:
+            self._bytes -= self._sizes.pop(session_id)
 
     def _note(self, session_id: str) -> None:
         self._seq += 1

@@ -117,6 +117,7 @@ _API_KEY_BY_HASH = sa.select(API_KEYS).where(API_KEYS.c.key_hash == sa.bindparam
 _API_KEYS_BY_AGE = sa.select(API_KEYS).order_by(API_KEYS.c.create_ms)
 _REVOKE_API_KEY = API_KEYS.update().where(API_KEYS.c.id == sa.bindparam("b_id"))
 _COUNT_API_KEYS = sa.select(sa.func.count()).select_from(API_KEYS)
+_REVOKED_KEY_IDS = sa.select(API_KEYS.c.id).where(API_KEYS.c.revoked == sa.true())
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +235,10 @@ class Repository:
     async def count_api_keys(self) -> int:
         return await self._db.read(_sql_count_api_keys)
 
+    async def revoked_key_ids(self) -> set[str]:
+        """Every revoked key's id (the table holds keys, not sessions: it stays small)."""
+        return await self._db.read(_sql_revoked_key_ids)
+
     # -- sessions -----------------------------------------------------------------------------
 
     async def create_session(
@@ -344,11 +349,19 @@ class Repository:
         return CreateOutcome(session, True, request_fingerprint, token_sealed)
 
     async def get_session(self, session_id: str, api_key_id: str | None = None) -> Session:
-        """The session; NotFound when it does not exist or belongs to another key."""
-        # The hot path: a cache hit costs no coroutine.
+        """The session; NotFound when it does not exist or belongs to another key.
+
+        Another key's session and a session that does not exist take the same path — one
+        database read — so neither the answer nor its timing tells them apart.
+        """
+        # The hot path: the owner's cache hit costs no coroutine.
         entry = self._cache.get(session_id) if self._cache is not None else None
+        if entry is not None and (api_key_id is None or entry[0].api_key_id == api_key_id):
+            return entry[0]
         if entry is None:
             entry = await self._entry(session_id)
+        else:  # cached, but someone else's: read it anyway, as a miss would
+            entry = await self._db.read(partial(_sql_load, session_id=session_id))
         if entry is None or (api_key_id is not None and entry[0].api_key_id != api_key_id):
             raise NotFound(f"session {session_id} not found")
         return entry[0]
@@ -572,6 +585,10 @@ def _sql_find_api_key(conn: Connection, *, key_hash: str) -> ApiKey | None:
 
 def _sql_list_api_keys(conn: Connection) -> list[ApiKey]:
     return [_to_api_key(r._mapping) for r in conn.execute(_API_KEYS_BY_AGE)]
+
+
+def _sql_revoked_key_ids(conn: Connection) -> set[str]:
+    return {str(r[0]) for r in conn.execute(_REVOKED_KEY_IDS)}
 
 
 def _sql_count_api_keys(conn: Connection) -> int:

@@ -169,7 +169,6 @@ class WebRtcPeer:
         self._pending: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        self.json_dropped = 0
         self.connected = asyncio.Event()
         self.gone = asyncio.Event()
         self.pc.on("connectionstatechange", self._on_state)
@@ -316,13 +315,10 @@ class WebRtcPeer:
         text = json.dumps(message, separators=(",", ":"))
         channel = self._channel
         if channel is None or channel.readyState != "open":
-            if len(self._pending) < _PENDING_MAX:
+            if len(self._pending) < _PENDING_MAX:  # past that, the message is dropped
                 self._pending.append(text)
-            else:
-                self.json_dropped += 1
             return
-        if channel.bufferedAmount > DATA_CHANNEL_MAX_BUFFERED:
-            self.json_dropped += 1
+        if channel.bufferedAmount > DATA_CHANNEL_MAX_BUFFERED:  # the browser is not reading
             return
         channel.send(text)
 

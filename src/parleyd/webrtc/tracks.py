@@ -38,14 +38,7 @@ class PacedAudioTrack(MediaStreamTrack):
         self._max_bytes = AUDIO_RATE * max_buffer_ms // 1000 * 2
         self._start: float | None = None
         self._pts = 0
-        self.dropped_bytes = 0
-        self.frames_sent = 0
-        self.voiced_frames_sent = 0
         self.first_voiced_at: float | None = None  # monotonic time the first voice frame left
-
-    @property
-    def buffered_ms(self) -> float:
-        return len(self._buffer) / 2 / AUDIO_RATE * 1000
 
     def push(self, pcm: bytes) -> None:
         self._buffer += pcm
@@ -53,7 +46,6 @@ class PacedAudioTrack(MediaStreamTrack):
         if excess > 0:
             excess += excess % 2
             del self._buffer[:excess]
-            self.dropped_bytes += excess
 
     def flush(self) -> None:
         """Barge-in: what was not played yet is never played."""
@@ -77,13 +69,11 @@ class PacedAudioTrack(MediaStreamTrack):
         if len(self._buffer) >= _AUDIO_FRAME_BYTES:
             chunk = bytes(self._buffer[:_AUDIO_FRAME_BYTES])
             del self._buffer[:_AUDIO_FRAME_BYTES]
-            self.voiced_frames_sent += 1
             if self.first_voiced_at is None:
                 self.first_voiced_at = time.monotonic()
         elif self._buffer:
             chunk = bytes(self._buffer).ljust(_AUDIO_FRAME_BYTES, b"\0")
             self._buffer.clear()
-            self.voiced_frames_sent += 1
         else:
             chunk = bytes(_AUDIO_FRAME_BYTES)
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_FRAME_SAMPLES)
@@ -91,7 +81,6 @@ class PacedAudioTrack(MediaStreamTrack):
         frame.sample_rate = AUDIO_RATE
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self.frames_sent += 1
         return frame
 
 
@@ -113,12 +102,9 @@ class AvatarVideoTrack(MediaStreamTrack):
         self._period = 1 / max(1, max_fps)
         self._start: float | None = None
         self._next_at = 0.0
-        self.frames_sent = 0
-        self.pictures_in = 0
 
     def push(self, image: bytes) -> None:
         self._latest = image
-        self.pictures_in += 1
         self._fresh.set()
 
     def _decode(self, image: bytes) -> av.VideoFrame | None:
@@ -159,5 +145,4 @@ class AvatarVideoTrack(MediaStreamTrack):
             frame = av.VideoFrame.from_ndarray(self._last.to_ndarray(), format="yuv420p")
             frame.pts = int((now - self._start) * VIDEO_CLOCK)
             frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-            self.frames_sent += 1
             return frame
