@@ -28,23 +28,25 @@ USER, AGENT = ip.ROLE_USER, ip.ROLE_AGENT
 PROPAGATION_BOUND_S = 2.0
 
 
-async def _revoke_from_another_process(database_url: str, key_id: str) -> None:
-    """`parleyd keys revoke` as an operator runs it: its own process, the same database."""
+async def _cli(*args: str) -> str:
+    """A `parleyd` admin command as an operator runs it: its own process, the same database;
+    its standard output."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "parleyd.cli",
-        "keys",
-        "revoke",
-        key_id,
-        "--database-url",
-        database_url,
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().strip() == f"revoked {key_id}"
+    return out.decode()
+
+
+async def _revoke_from_another_process(database_url: str, key_id: str) -> None:
+    out = await _cli("keys", "revoke", key_id, "--database-url", database_url)
+    assert out.strip() == f"revoked {key_id}"
 
 
 async def _refused(r: Running, session_id: str) -> bool:
@@ -120,21 +122,9 @@ async def test_revocation_ends_live_streams_and_refuses_joins(database_url: str)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert (await manager.load(sid)).duration_ms == used
         # The operator can still read what was said.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "parleyd.cli",
-            "sessions",
-            "history",
-            sid,
-            "--database-url",
-            database_url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        lines = out.decode().splitlines()
+        lines = (
+            await _cli("sessions", "history", sid, "--database-url", database_url)
+        ).splitlines()
         assert lines[0].startswith(f"# {sid}\tpaused\tkey {r.key_id}")
         assert lines[1:] == ["1\tuser\tbefore"]
 

@@ -94,11 +94,13 @@ def _read_startup(proc: subprocess.Popen[bytes], deadline: float) -> tuple[list[
                 raise RuntimeError(f"parleyd closed stdout (exit code {proc.returncode})")
             pending += chunk
             *complete, pending = pending.split(b"\n")
-            for raw in complete:
+            for n, raw in enumerate(complete):
                 lines.append(raw.decode(errors="replace"))
                 m = _LISTENING.match(lines[-1].strip())
                 if m:
-                    # Anything after the listening line stays for the drain thread's record.
+                    # Everything read after the listening line is kept too: whole lines, then
+                    # the start of the next one (the drain thread records the rest).
+                    lines.extend(r.decode(errors="replace") for r in complete[n + 1 :])
                     if pending:
                         lines.append(pending.decode(errors="replace"))
                     return lines, int(m.group("port")), _dev_key(lines)
