@@ -418,3 +418,16 @@ async def test_a_revoked_key_evicts_everyone_and_pauses_at_once(sessions: InMemo
     assert room.session_id not in hub.rooms
     with pytest.raises(Unauthenticated, match="revoked"):
         await sessions.admit(room.session_id, sessions.tokens[room.session_id])
+
+
+async def test_the_pause_grace_is_not_billed(sessions: InMemorySessions) -> None:
+    _, room, _, user = await live_room(sessions, LiveSettings(pause_grace_ms=300))
+    joined = sessions.sessions[room.session_id].active_since_ms
+    assert joined is not None
+    before = sessions.now_ms()
+    await room.leave(user, "gone")
+    after = sessions.now_ms()
+    await sessions.wait_state(room.session_id, SessionState.PAUSED, WAIT_S)
+    used = sessions.sessions[room.session_id].duration_ms
+    # Interaction time ends when the last USER left, not 300 ms later when the session paused.
+    assert before - joined <= used <= after - joined

@@ -29,9 +29,12 @@ class SessionRecord:
         event: SessionEvent,
         *,
         end_reason: EndReason | None = None,
+        active_until_ms: int | None = None,
     ) -> Session:
         # The transition observer (Room.on_transition) also sets the snapshot, before this returns.
-        self.session = await self.sessions.apply(self.session_id, event, end_reason=end_reason)
+        self.session = await self.sessions.apply(
+            self.session_id, event, end_reason=end_reason, active_until_ms=active_until_ms
+        )
         return self.session
 
     async def append(

@@ -185,7 +185,7 @@ class Room:
                 if (reply := self.replies.in_flight) is not None:
                     await self.replies.cut(reply, reply.played_ms, notify=False)
                 if self.session.state == SessionState.ACTIVE:
-                    self._schedule_pause()
+                    self._schedule_pause(left_at_ms=self.record.now_ms())
             self._on_idle(self)
 
     def _wait_for_agent(self, p: Participant) -> None:
@@ -201,14 +201,17 @@ class Room:
 
     # -- lifecycle timers ---------------------------------------------------------------------
 
-    def _schedule_pause(self) -> None:
+    def _schedule_pause(self, *, left_at_ms: int) -> None:
+        """PAUSED after the grace, unless a USER comes back; the grace itself is not billed:
+        interaction time ends when the last USER left."""
+
         async def pause_later() -> None:
             await asyncio.sleep(self._settings.pause_grace_ms / 1000)
             async with self.lock:
                 self._timers.done(_PAUSE)
                 if not self.members.users and self.session.state == SessionState.ACTIVE:
                     with contextlib.suppress(FailedPrecondition):  # ended or paused meanwhile
-                        await self.record.apply(SessionEvent.LEAVE)
+                        await self.record.apply(SessionEvent.LEAVE, active_until_ms=left_at_ms)
             self._on_idle(self)
 
         self._timers.spawn(_PAUSE, pause_later())

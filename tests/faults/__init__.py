@@ -1,0 +1,1 @@
+"""Fault tests: real processes killed or cut off, and what must still hold afterwards."""
