@@ -5,6 +5,10 @@ manager on the repository, the hub on the manager (with the built-in engine when
 the WebRTC bridge and its HTTP server on the hub, and the gRPC server on all of them — each
 collaborator passed through a constructor. A part that cannot start (a speech component, the
 HTTP port) is logged and left out; the sessions API never goes down with it.
+
+Health follows the database too: a probe (`SELECT 1` every DB_PROBE_INTERVAL_S, and at once when
+a call finds the database unreachable) turns the server NOT_SERVING while the database is out of
+reach, so a load balancer takes this replica out, and SERVING again when it answers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parleyd.server")
 
+# The database probe behind health: how often it runs, and how long one SELECT 1 may take.
+DB_PROBE_INTERVAL_S = 1.0
+DB_PROBE_TIMEOUT_S = 2.0
+
 
 class App:
     def __init__(self, settings: Settings) -> None:
@@ -39,6 +47,7 @@ class App:
         self.engine_check: EngineCheck | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._db_probe: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -82,10 +91,38 @@ class App:
             await grpc_server.set_component(component.health_service, component.ok)
         # SERVING only now: the database is migrated and every service is registered.
         await grpc_server.set_serving(True)
+        self._db_probe = asyncio.create_task(self._watch_database(self.db, grpc_server))
+        self._tasks.append(self._db_probe)
         log.info(
             "listening",
             extra={"address": f"{s.host}:{self.port}", "database": _safe_url(s.database_url)},
         )
+
+    async def _watch_database(self, db: Database, grpc_server: GrpcServer) -> None:
+        """Health says whether the database answers: NOT_SERVING from the first failed probe
+        (one WARNING), SERVING again from the first one that works (one INFO)."""
+        reachable = True
+        while not self._stop.is_set():
+            db.unreachable.clear()
+            failure: BaseException | None = None
+            try:
+                await asyncio.wait_for(db.ping(), DB_PROBE_TIMEOUT_S)
+            except Exception as exc:  # Unavailable, a timeout, or anything else: not serving
+                failure = exc
+            if (failure is None) != reachable:
+                reachable = failure is None
+                await grpc_server.set_serving(reachable)
+                if reachable:
+                    log.info("database reachable again: health SERVING")
+                else:
+                    cause = failure.__cause__ if failure is not None else None
+                    log.warning(
+                        "database unreachable: health NOT_SERVING until it answers (%s)",
+                        repr(cause or failure),
+                    )
+            # While reachable, a call that finds the database gone wakes the probe at once.
+            wake = (self._stop, db.unreachable) if reachable else (self._stop,)
+            await _first(DB_PROBE_INTERVAL_S, *wake)
 
     async def wait(self) -> None:
         assert self.grpc is not None
@@ -95,6 +132,9 @@ class App:
         """Drains: health goes NOT_SERVING, live sessions pause, calls in flight get `grace_s`."""
         if grace_s is None:
             grace_s = self.settings.drain_timeout_ms / 1000
+        if self._db_probe is not None:  # it must not say SERVING again while we drain
+            self._db_probe.cancel()
+            await asyncio.gather(self._db_probe, return_exceptions=True)
         if self.grpc is not None:
             await self.grpc.set_serving(False)
         self._stop.set()
@@ -110,6 +150,16 @@ class App:
         if self.db is not None:
             await self.db.close()
         log.info("stopped")
+
+
+async def _first(timeout_s: float, *events: asyncio.Event) -> None:
+    """Returns when one of `events` is set, or after `timeout_s`."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def live_settings(s: Settings) -> LiveSettings:

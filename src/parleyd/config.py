@@ -111,7 +111,12 @@ SETTINGS: tuple[Setting, ...] = (
         "max_duration limit of the development key made on first start of an empty database.",
     ),
     Setting("expiry_interval", "1s", "How often sessions past their expiry are expired."),
-    Setting("sqlite_synchronous", "NORMAL", "SQLite PRAGMA synchronous: NORMAL or FULL."),
+    Setting(
+        "sqlite_synchronous",
+        "NORMAL",
+        "SQLite PRAGMA synchronous: NORMAL (fast; the last commits can be lost if the machine or "
+        "its disk fails) or FULL (every commit survives that, at some cost per write).",
+    ),
     Setting(
         "session_cache",
         "auto",

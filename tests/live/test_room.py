@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 import pytest
 
-from parleyd.domain.errors import AlreadyExists, ErrorKind, FailedPrecondition, Unauthenticated
+from parleyd.domain.errors import (
+    AlreadyExists,
+    ErrorKind,
+    FailedPrecondition,
+    Unauthenticated,
+    Unavailable,
+)
 from parleyd.domain.lifecycle import EndReason, SessionEvent, SessionState
 from parleyd.domain.session import AgentMode, MessageRole
 from parleyd.live import AgentLink, BufferedParticipant, Hub, LiveSettings, Room
@@ -431,3 +437,23 @@ async def test_the_pause_grace_is_not_billed(sessions: InMemorySessions) -> None
     used = sessions.sessions[room.session_id].duration_ms
     # Interaction time ends when the last USER left, not 300 ms later when the session paused.
     assert before - joined <= used <= after - joined
+
+
+async def test_a_pause_the_database_refuses_is_tried_again(
+    sessions: InMemorySessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, room, _, user = await live_room(sessions, LiveSettings(pause_grace_ms=20))
+    refusals = 2
+    apply = sessions.apply
+
+    async def flaky_apply(session_id: str, event: SessionEvent, **kw: object) -> object:
+        nonlocal refusals
+        if event == SessionEvent.LEAVE and refusals:
+            refusals -= 1
+            raise Unavailable("the database is unreachable; try again shortly")
+        return await apply(session_id, event, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sessions, "apply", flaky_apply)
+    await room.leave(user, "gone")
+    await sessions.wait_state(room.session_id, SessionState.PAUSED, WAIT_S)
+    assert refusals == 0

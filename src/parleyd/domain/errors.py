@@ -15,7 +15,8 @@ from parleyd.domain import limits
 
 
 class ErrorKind(StrEnum):
-    """What kind of mistake the caller made; the value is the ErrorInfo reason sent to clients."""
+    """What went wrong (a mistake of the caller, or UNAVAILABLE: the server cannot do it right
+    now and the caller should try again); the value is the ErrorInfo reason sent to clients."""
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
@@ -23,6 +24,7 @@ class ErrorKind(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     ALREADY_EXISTS = "ALREADY_EXISTS"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,8 @@ class FieldViolation:
 
 
 class ParleyError(Exception):
-    """Base of every error that is the caller's doing (never INTERNAL or UNKNOWN)."""
+    """Base of every error a caller is told about as it is (never INTERNAL or UNKNOWN): its own
+    mistakes, and `Unavailable`, which is nobody's mistake and worth a retry."""
 
     kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
 
@@ -115,3 +118,10 @@ class AlreadyExists(ParleyError):
 
 class ResourceExhausted(ParleyError):
     kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ParleyError):
+    """The server cannot do it right now, through no fault of the caller, who should retry: the
+    database is unreachable or cannot be written (the store raises it; see store/database.py)."""
+
+    kind = ErrorKind.UNAVAILABLE

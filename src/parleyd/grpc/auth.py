@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from parleyd.domain.errors import Unauthenticated
+from parleyd.domain.errors import ParleyError
 from parleyd.domain.session import ApiKey
 from parleyd.grpc.status import to_status
 from parleyd.manager import SessionManager
@@ -67,7 +67,7 @@ def with_api_key(handler: Any, manager: SessionManager) -> Any:
                 break
         try:
             key = await manager.authenticate(plaintext)
-        except Unauthenticated as exc:
+        except ParleyError as exc:  # a bad key, or the database cannot be asked (UNAVAILABLE)
             await context.abort_with_status(to_status(exc))
             raise AssertionError("unreachable") from None
         token = _CALLER.set(Caller(key, plaintext))

@@ -32,6 +32,7 @@ _CODES: dict[errors.ErrorKind, tuple[grpc.StatusCode, int]] = {
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         code_pb2.RESOURCE_EXHAUSTED,
     ),
+    errors.ErrorKind.UNAVAILABLE: (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
 }
 
 

@@ -4,17 +4,38 @@ The history keeps what the user heard: a reply that ends normally is stored whol
 by an interrupt (or by a new message of the user, or by the user leaving) is stored up to what
 the client reported as played (`playback_mark` / `interrupt.played_ms`), and marked interrupted.
 A cut reply is stored at once, so it comes before the user message that cut it.
+
+When the history cannot be written (the database is out of reach, or its disk is full: the store
+raises one of `NOT_STORED`), the stream goes on and nobody waits on the reply:
+
+- `end`: the reply's pieces were already shown as they came, so the people have it; what they
+  do not get is the final `Text`, which stands for the stored reply. RESPONSE_DONE is still
+  broadcast, the AGENT gets a StreamError (UNAVAILABLE or RESOURCE_EXHAUSTED, on `reply_end`)
+  saying the reply is missing from the history, and one WARNING line is logged.
+- `cut`: the cut happens all the same (INTERRUPTED is broadcast); the heard part that is missing
+  from the history is one WARNING line.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from parleyd.domain.errors import ResourceExhausted, Unavailable
 from parleyd.domain.ids import new_interaction_id
 from parleyd.domain.session import MessageRole
-from parleyd.live.frames import Event, EventType, Role, Text
+from parleyd.live.frames import Event, EventType, Role, StreamError, Text
 from parleyd.live.members import TO_PEOPLE, Members
 from parleyd.live.record import SessionRecord
+
+log = logging.getLogger("parleyd.live")
+
+# What the store raises when the history cannot be written right now (nothing of it was written).
+NOT_STORED = (Unavailable, ResourceExhausted)
+HISTORY_DOWN = "the conversation history cannot be written right now"
+REPLY_NOT_STORED = (
+    f"reply not stored: {HISTORY_DOWN}; its pieces were shown, it is missing from the history"
+)
 
 # Replies that ended are remembered a while: late playback marks and cancels may still name them.
 _FINISHED_KEPT = 16
@@ -102,18 +123,29 @@ class Replies:
             return
         text = reply.text().strip()
         if text:
-            # Stored before anyone is told the reply is done.
-            await self._record.append(MessageRole.AGENT, text, reply.interaction_id)
             agent = self._members.agent
-            final = Text(
-                text,
-                agent.id if agent else "",
-                Role.AGENT,
-                True,
-                reply.interaction_id,
-                int(reply.audio_ms),
-            )
-            self._members.send_to(final, TO_PEOPLE)
+            try:
+                # Stored before anyone is told the reply is done.
+                await self._record.append(MessageRole.AGENT, text, reply.interaction_id)
+            except NOT_STORED as exc:
+                log.warning(
+                    "reply %s of %s not stored: %s",
+                    reply.interaction_id,
+                    self._record.session_id,
+                    exc.message,
+                )
+                if agent is not None:
+                    agent.deliver(StreamError(exc.kind, REPLY_NOT_STORED, "reply_end"))
+            else:
+                final = Text(
+                    text,
+                    agent.id if agent else "",
+                    Role.AGENT,
+                    True,
+                    reply.interaction_id,
+                    int(reply.audio_ms),
+                )
+                self._members.send_to(final, TO_PEOPLE)
         self._members.broadcast(Event(EventType.RESPONSE_DONE, interaction_id=reply.interaction_id))
 
     async def interrupt(self, interaction_id: str, played_ms: int | None) -> None:
@@ -138,9 +170,17 @@ class Replies:
         self._remember(reply)
         heard = reply.played_text(reply.played_ms)
         if heard.strip():
-            await self._record.append(
-                MessageRole.AGENT, heard, reply.interaction_id, interrupted=True
-            )
+            try:
+                await self._record.append(
+                    MessageRole.AGENT, heard, reply.interaction_id, interrupted=True
+                )
+            except NOT_STORED as exc:
+                log.warning(
+                    "the heard part of reply %s of %s not stored: %s",
+                    reply.interaction_id,
+                    self._record.session_id,
+                    exc.message,
+                )
         if notify:
             self._members.broadcast(
                 Event(EventType.INTERRUPTED, interaction_id=reply.interaction_id)

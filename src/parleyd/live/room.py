@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from parleyd.domain.errors import AlreadyExists, FailedPrecondition
+from parleyd.domain.errors import AlreadyExists, FailedPrecondition, Unavailable
 from parleyd.domain.lifecycle import (
     EndReason,
     SessionEvent,
@@ -210,8 +210,13 @@ class Room:
             async with self.lock:
                 self._timers.done(_PAUSE)
                 if not self.members.users and self.session.state == SessionState.ACTIVE:
-                    with contextlib.suppress(FailedPrecondition):  # ended or paused meanwhile
+                    try:
                         await self.record.apply(SessionEvent.LEAVE, active_until_ms=left_at_ms)
+                    except FailedPrecondition:  # ended or paused meanwhile
+                        pass
+                    except Unavailable:  # the database is away: try again, billing unchanged
+                        log.warning("could not pause %s yet: database unavailable", self.session_id)
+                        self._schedule_pause(left_at_ms=left_at_ms)
             self._on_idle(self)
 
         self._timers.spawn(_PAUSE, pause_later())

@@ -4,10 +4,19 @@ USER frames go to the AGENT and OBSERVERs; AGENT frames (its replies) go to USER
 an OBSERVER only listens. A frame a role may not send, or one that fails its check, is answered
 with a StreamError to its sender alone and changes nothing. A new USER message (typed text, or a
 final transcript) first cuts the AI reply in flight, as a barge-in.
+
+Text is stored before anyone sees it. When the history cannot be written (the database is out of
+reach, or its disk is full), a USER's text is not relayed and its sender is told: a StreamError
+(UNAVAILABLE, or RESOURCE_EXHAUSTED for a full disk) on `text.text`, "not delivered: ...; send it
+again". A final transcript that cannot be stored is not shown; the AGENT that sent it gets the
+same kind of StreamError on `transcript.text`, and one WARNING line is logged (the user's words
+are missing from the history). Audio never touches the database and flows on untouched.
+Replies: see live/replies.py.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,9 +41,14 @@ from parleyd.live.frames import (
 from parleyd.live.members import TO_AI, TO_PEOPLE, Members
 from parleyd.live.participant import Participant
 from parleyd.live.record import SessionRecord
-from parleyd.live.replies import Replies, Reply
+from parleyd.live.replies import HISTORY_DOWN, NOT_STORED, Replies, Reply
+
+log = logging.getLogger("parleyd.live")
 
 Handler = Callable[[Participant, Any], Awaitable[None]]
+
+NOT_DELIVERED = f"not delivered: {HISTORY_DOWN}; send it again"
+TRANSCRIPT_NOT_SHOWN = f"final transcript not shown: {HISTORY_DOWN}"
 
 
 class Router:
@@ -90,16 +104,24 @@ class Router:
         if error := checks.text(frame.text, "text.text"):
             p.deliver(error)
             return
-        await self._user_turn(frame.text)
-        self._members.send_to(Text(frame.text, p.id, Role.USER), TO_AI, exclude=p.id)
+        if await self._user_turn(p, frame.text, "text.text", NOT_DELIVERED):
+            self._members.send_to(Text(frame.text, p.id, Role.USER), TO_AI, exclude=p.id)
 
-    async def _user_turn(self, text: str) -> None:
+    async def _user_turn(self, p: Participant, text: str, field: str, not_stored: str) -> bool:
         """Stores a new message of the USER (typed text or a final transcript). A reply still in
         flight is cut first, exactly as by an `interrupt` without played_ms (at the last
         playback_mark, INTERRUPTED broadcast): the user has moved on, and the history keeps what
-        was heard of the reply before the message that cut it."""
+        was heard of the reply before the message that cut it.
+
+        False when the history cannot be written: then `p` (who sent it) got a StreamError on
+        `field` saying `not_stored`, and the message must go no further."""
         await self._replies.interrupt("", None)
-        await self._record.append(MessageRole.USER, text)
+        try:
+            await self._record.append(MessageRole.USER, text)
+        except NOT_STORED as exc:
+            p.deliver(StreamError(exc.kind, not_stored, field))
+            return False
+        return True
 
     async def _user_trigger(self, p: Participant, frame: i.TriggerIn) -> None:
         if error := checks.trigger(frame.name, frame.encoded_size):
@@ -217,8 +239,13 @@ class Router:
             return
         users = self._members.users
         user = users[0] if users else None
-        if frame.is_final:
-            await self._user_turn(frame.text)
+        if frame.is_final and not await self._user_turn(
+            p, frame.text, "transcript.text", TRANSCRIPT_NOT_SHOWN
+        ):
+            log.warning(
+                "final transcript of %s not stored: %s", self._record.session_id, HISTORY_DOWN
+            )
+            return
         shown = Transcript(
             frame.text, user.id if user else "", user.speaker_id if user else "", frame.is_final
         )

@@ -16,6 +16,17 @@ The repository hands the database plain synchronous functions of a SQLAlchemy Co
 
 Opening a database applies the Alembic migrations, so a fresh file or an empty PostgreSQL database
 is ready to use and an old one is brought up to date.
+
+Faults of the database itself are translated here, in `read` and `write` and nowhere else
+(`storage_fault`), into errors a caller can act on: a database that cannot be reached (refused or
+dropped connections, connect timeouts: SQLAlchemy's OperationalError, DisconnectionError or
+closed-connection InterfaceError, asyncpg's connection errors, SQLSTATE class 08, OSError,
+TimeoutError), is busy (no pooled connection free) or cannot be written (SQLite SQLITE_READONLY,
+SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_BUSY; PostgreSQL read-only) becomes `Unavailable`; a full
+disk (SQLITE_FULL, PostgreSQL disk_full) becomes `ResourceExhausted`. Everything else (constraint
+violations, a bug's SQL error) passes through as it was. Unreachable sets `unreachable`, which
+the health probe of the server watches; a full disk or a read-only database is logged once
+(WARNING) until a write succeeds again.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +43,14 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
+
+from parleyd.domain.errors import ParleyError, ResourceExhausted, Unavailable
 
 log = logging.getLogger("parleyd.store")
 
@@ -53,20 +68,127 @@ SQLITE_READERS = 2
 # Write jobs gathered into one transaction at most (a list from one loop iteration is taken
 # whole): bounds how long the write lock is held in one go.
 MAX_GROUP_COMMIT = 256
+# How long opening a PostgreSQL connection may take (asyncpg's default is 60 s): past it the
+# call is answered UNAVAILABLE instead of hanging while the database is out of reach.
+PG_CONNECT_TIMEOUT_S = 5.0
 
 
 class DatabaseClosed(RuntimeError):
     pass
 
 
+# -- faults of the database, translated for the caller ------------------------------------------
+
+UNREACHABLE = "the database is unreachable; try again shortly"
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 13, 14
+# PostgreSQL SQLSTATEs: class 08 (connection exception) and these mean "not reachable now".
+_PG_UNREACHABLE = frozenset({"57P01", "57P02", "57P03", "53300"})
+_PG_DISK_FULL, _PG_READ_ONLY = "53100", "25006"
+
+
+class StorageFault:
+    """What a caller is told about a fault of the database: `error` (Unavailable or
+    ResourceExhausted, whose message names no host, port or path); `detail`, the driver's own
+    words, for the log only; `unreachable` when the database could not be reached at all."""
+
+    __slots__ = ("detail", "error", "unreachable")
+
+    def __init__(self, error: ParleyError, detail: str, *, unreachable: bool = False) -> None:
+        self.error = error
+        self.detail = detail
+        self.unreachable = unreachable
+
+
+def storage_fault(exc: BaseException) -> StorageFault | None:
+    """The fault `exc` stands for, or None when it is not the database's (a constraint, a bug)."""
+    if isinstance(exc, ParleyError):
+        return None
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, sqlite3.Error):
+            # SQLite says exactly what is wrong; what it does not mark is the module's own
+            # complaint about a statement (a bug), whatever class it came in.
+            code = getattr(e, "sqlite_errorcode", None)
+            return _sqlite_fault(code & 0xFF, str(e)) if isinstance(code, int) else None
+    for e in chain:
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            if state == _PG_DISK_FULL:
+                return StorageFault(ResourceExhausted("the database's disk is full"), str(e))
+            if state == _PG_READ_ONLY:
+                return StorageFault(Unavailable("the database is read-only right now"), str(e))
+            if state.startswith("08") or state in _PG_UNREACHABLE:
+                return _unreachable(e)
+    if isinstance(exc, DatabaseClosed):
+        return StorageFault(Unavailable("the database is closed: the server is stopping"), "")
+    if isinstance(exc, PoolTimeoutError):
+        busy = "the database is busy (no connection free); try again shortly"
+        return StorageFault(Unavailable(busy), str(exc))
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return _unreachable(exc)
+    for e in chain:
+        if isinstance(e, OperationalError | DisconnectionError | OSError | TimeoutError):
+            return _unreachable(e)
+        if isinstance(e, InterfaceError) and "closed" in str(e):
+            return _unreachable(e)  # "connection is closed"; other InterfaceErrors are bugs
+        if type(e).__module__.startswith("asyncpg") and "Connection" in type(e).__name__:
+            return _unreachable(e)  # ConnectionDoesNotExistError, PostgresConnectionError...
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc`, the driver's error it wraps (`orig`), and their causes (at most a few). Only
+    explicit causes: an error merely raised while another was handled is not its fault."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo and len(out) < 8:
+        e = todo.pop(0)
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        orig = getattr(e, "orig", None)
+        todo += [orig if isinstance(orig, BaseException) else None, e.__cause__]
+    return out
+
+
+def _sqlite_fault(code: int, message: str) -> StorageFault | None:
+    """SQLite's own message ("database or disk is full") names no path: the caller sees it."""
+    if code == _SQLITE_FULL:
+        error: ParleyError = ResourceExhausted(f"the database's disk is full ({message})")
+    elif code == _SQLITE_READONLY:
+        error = Unavailable(f"the database is read-only: it cannot be written now ({message})")
+    elif code in (_SQLITE_IOERR, _SQLITE_CANTOPEN):
+        error = Unavailable(
+            f"the database file cannot be used now ({message}): its file system may be "
+            "read-only or failing"
+        )
+    elif code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        error = Unavailable(f"the database is busy ({message})")
+    else:
+        return None  # "no such table" and the like: a bug, not a fault of the storage
+    return StorageFault(error, message)
+
+
+def _unreachable(e: BaseException) -> StorageFault:
+    detail = f"{type(e).__name__}: {e}".strip()
+    return StorageFault(Unavailable(UNREACHABLE), detail, unreachable=True)
+
+
 class Database:
     """An open database. `engine` (an AsyncEngine) is there for migrations and ad-hoc access;
-    the repository goes through `read` and `write`."""
+    the repository goes through `read` and `write`, where faults of the database itself become
+    `Unavailable` or `ResourceExhausted` (see `storage_fault`)."""
 
     def __init__(self, engine: AsyncEngine, url: str, runner: _SqliteRunner | None = None) -> None:
         self.engine = engine
         self.url = url
         self._sqlite = runner
+        # Set when a call found the database unreachable; the health probe clears it.
+        self.unreachable = asyncio.Event()
+        # The write fault last logged (a full disk, a read-only file) until a write succeeds.
+        self._write_fault: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,10 +196,15 @@ class Database:
 
     async def read(self, fn: Work[T]) -> T:
         """Runs `fn` on a connection that sees everything committed before it started."""
-        if self._sqlite is not None:
-            return await self._sqlite.read(fn)
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(fn)
+        try:
+            if self._sqlite is not None:
+                return await self._sqlite.read(fn)
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn)
+        except Exception as exc:
+            if (error := self._fault(exc, write=False)) is None:
+                raise
+            raise error from exc
 
     async def write(
         self, fn: Work[T], on_commit: OnCommit | None = None, on_fail: OnFail | None = None
@@ -89,13 +216,41 @@ class Database:
         and even if the caller was cancelled meanwhile (the work is not interrupted then):
         `on_commit(result)` after the COMMIT, `on_fail(exc)` otherwise. Caches update there.
         """
-        if self._sqlite is not None:
-            return await self._sqlite.write(fn, on_commit, on_fail)
-        if on_commit is None and on_fail is None:
-            return await self._write_async(fn)
-        task = asyncio.ensure_future(self._write_async(fn, on_commit, on_fail))
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
+        try:
+            if self._sqlite is not None:
+                result = await self._sqlite.write(fn, on_commit, on_fail)
+            elif on_commit is None and on_fail is None:
+                result = await self._write_async(fn)
+            else:
+                task = asyncio.ensure_future(self._write_async(fn, on_commit, on_fail))
+                task.add_done_callback(_retrieve)
+                result = await asyncio.shield(task)
+        except Exception as exc:
+            if (error := self._fault(exc, write=True)) is None:
+                raise
+            raise error from exc
+        if self._write_fault is not None:
+            log.info("database writes work again (after: %s)", self._write_fault)
+            self._write_fault = None
+        return result
+
+    async def ping(self) -> None:
+        """One cheap round trip (SELECT 1); raises Unavailable when the database is out of reach."""
+        await self.read(_select_one)
+
+    def _fault(self, exc: Exception, *, write: bool) -> ParleyError | None:
+        """What `read`/`write` raise instead of `exc` (None: `exc` itself, it is no fault of the
+        database's)."""
+        fault = storage_fault(exc)
+        if fault is None:
+            return None
+        if fault.unreachable:
+            self.unreachable.set()
+        elif write and self._write_fault != fault.error.message:
+            # Once per kind of fault, not per call: a full disk fails every write until fixed.
+            self._write_fault = fault.error.message
+            log.warning("database write failed: %s", fault.error.message)
+        return fault.error
 
     async def _write_async(
         self, fn: Work[T], on_commit: OnCommit | None = None, on_fail: OnFail | None = None
@@ -143,6 +298,7 @@ async def open_database(url: str, *, sqlite_synchronous: str = "NORMAL") -> Data
         kwargs["pool_size"] = 10
         kwargs["max_overflow"] = 10
         kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT_S}
     engine = create_async_engine(parsed, **kwargs)
     if sqlite:
         _configure_sqlite(engine, sqlite_synchronous)
@@ -250,6 +406,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
+
+
+def _select_one(connection: Connection) -> None:
+    connection.execute(_SELECT_ONE)
+
+
+_SELECT_ONE = text("SELECT 1")
 
 
 # -- SQLite: one writer thread with group commit, a few reader threads ---------------------------
@@ -482,7 +645,9 @@ class _SqliteRunner:
             return results
         except BaseException as exc:
             # BEGIN, a savepoint or COMMIT itself failed: nothing of this group is committed.
-            log.error("SQLite write transaction failed: %r", exc)
+            # A full disk or a read-only file is logged once where it is translated (write).
+            if storage_fault(exc) is None:
+                log.error("SQLite write transaction failed: %r", exc)
             try:
                 _end(conn, dbapi, commit=False)
             except BaseException:  # the connection may be gone; the error below says why

@@ -71,6 +71,7 @@ _HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.FAILED_PRECONDITION: 409,
     ErrorKind.ALREADY_EXISTS: 409,
     ErrorKind.RESOURCE_EXHAUSTED: 429,
+    ErrorKind.UNAVAILABLE: 503,
 }
 
 
