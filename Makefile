@@ -9,7 +9,7 @@ PROTO_FILES := $(sort $(wildcard proto/parley/v1/*.proto))
 GEN_DIR := generated
 NODE_DIR := tests/clients/node
 
-.PHONY: setup run test lint proto proto-check bench system-deps speech-deps node-deps browser-deps clean
+.PHONY: setup run test lint proto proto-check bench fuzz system-deps speech-deps node-deps browser-deps clean
 
 # Idempotent: the venv is made once and reinstalled only when pyproject.toml changes.
 setup: $(STAMP)
@@ -98,6 +98,11 @@ bench: setup speech-deps
 	$(PY) bench/asr_accuracy.py
 	$(PY) bench/webrtc.py
 	$(PY) bench/avatar.py
+
+# The fuzzers with the long budget (about five minutes; the suite runs them short). Failing
+# examples are kept in .hypothesis/ and replayed first next time; see tests/fuzz/profiles.py.
+fuzz: setup
+	PARLEYD_FUZZ_PROFILE=long $(PY) -m pytest -q tests/fuzz tests/domain/test_lifecycle_machine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -127,9 +127,11 @@ class Session:
     agent_mode: AgentMode = AgentMode.BUILTIN
 
     def duration_at(self, now_ms: int) -> int:
-        """ACTIVE time used as of `now_ms`, counting the interval still open."""
+        """ACTIVE time used as of `now_ms`, counting the interval still open — never past
+        max_duration, which is where billing ends even before the expiry sweep notices."""
         if self.state == SessionState.ACTIVE and self.active_since_ms is not None:
-            return self.duration_ms + max(0, now_ms - self.active_since_ms)
+            running = self.duration_ms + max(0, now_ms - self.active_since_ms)
+            return max(self.duration_ms, min(self.max_duration_ms, running))
         return self.duration_ms
 
 

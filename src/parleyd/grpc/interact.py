@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -73,6 +74,8 @@ JOIN_TIMEOUT_S = 10.0
 # to its last message is still on its way), and at most for the longer bound.
 HALF_CLOSE_QUIET_S = 1.5
 HALF_CLOSE_LINGER_MAX_S = 30.0
+# After its reader failed, how long a stream's writer may take to finish the write in flight.
+WRITER_FINISH_S = 2.0
 
 # The frame budget (see the module docstring): which roles it holds, how often a stream is told
 # about dropped frames, and when flooding ends the stream.
@@ -99,10 +102,20 @@ class InteractHandler:
     async def __call__(self, request_iterator: Any, context: Any) -> None:
         try:
             participant, room, takeover = await self._admit(context)
-            await room.join(participant, takeover=takeover)
         except ParleyError as exc:
             await context.abort_with_status(to_status(exc))
             return
+        # The join runs to its end even when the client goes away meanwhile: cut short, its
+        # database write could land after the room decided (ACTIVE with nobody in the room).
+        joining = asyncio.ensure_future(room.join(participant, takeover=takeover))
+        try:
+            await asyncio.shield(joining)
+        except ParleyError as exc:
+            await context.abort_with_status(to_status(exc))
+            return
+        except BaseException:
+            await asyncio.shield(_undo_join(joining, room, participant))
+            raise
         reader = asyncio.create_task(self._read(context, room, participant))
         writer = asyncio.create_task(self._write(context, room, participant))
         try:
@@ -112,6 +125,11 @@ class InteractHandler:
                 # writer delivers what is queued, then its Close.
                 participant.close(CloseCode.OK, "left")
                 await asyncio.wait((writer,))
+            elif not writer.done():
+                # The reader failed: the writer ends after its write in flight (cancelling it
+                # mid-write would leave the call unable to send its status), at most this long.
+                participant.close(CloseCode.ABORTED, "stream ended by an error")
+                await asyncio.wait((writer,), timeout=WRITER_FINISH_S)
         finally:
             for task in (reader, writer):
                 task.cancel()
@@ -135,14 +153,15 @@ class InteractHandler:
             log.debug("interact stream ended after its call: %r", failure)
             return
         if isinstance(failure, ParleyError):
-            await context.abort_with_status(to_status(failure))
+            await _abort(context.abort_with_status(to_status(failure)))
+            return
         log.error(
             "interact stream failed: %s",
             failure,
             exc_info=(type(failure), failure, failure.__traceback__),
             extra={"peer": context.peer()},
         )
-        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        await _abort(context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE))
 
     async def _admit(self, context: Any) -> tuple[BufferedParticipant, Room, bool]:
         """Reads and checks `join`; the fatal mistakes raise the error that ends the stream."""
@@ -250,13 +269,17 @@ class InteractHandler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HALF_CLOSE_LINGER_MAX_S
         while loop.time() < deadline and not p.closed:
-            busy = room.replies.in_flight is not None
+            # A reply is worth waiting for only while an AGENT other than `p` can finish it.
+            agent = room.members.agent
+            busy = room.replies.in_flight is not None and agent is not None and agent is not p
             quiet_for = time.monotonic() - p.last_delivery
             if not busy and quiet_for >= HALF_CLOSE_QUIET_S:
                 return
             await asyncio.sleep(0.05)
 
-    async def _write(self, context: Any, room: Room, p: BufferedParticipant) -> Close:
+    async def _write(self, context: Any, room: Room, p: BufferedParticipant) -> Close | None:
+        """Writes `p`'s frames until its Close (returned), or until the call refuses a write
+        (None: the client is gone, there is nobody to tell anything)."""
         sequence = 0
         while True:
             frame = await p.outbox.get()
@@ -270,7 +293,30 @@ class InteractHandler:
             message.sequence = sequence
             ns = time.time_ns()
             message.server_time.seconds, message.server_time.nanos = divmod(ns, 1_000_000_000)
-            await context.write(message)
+            try:
+                await context.write(message)
+            except Exception as exc:  # the call is ending (the client went away): not a bug
+                log.debug("interact write refused, the call is ending: %r", exc)
+                return None
+
+
+async def _undo_join(joining: asyncio.Future[None], room: Room, p: BufferedParticipant) -> None:
+    """The stream ended while `p` was joining: once the join is done, `p` leaves again (the
+    session pauses as after any disconnect); a refused join left nothing to undo."""
+    with contextlib.suppress(BaseException):
+        await joining
+    await room.leave(p, "stream ended while joining")
+
+
+async def _abort(ending: Awaitable[Any]) -> None:
+    """Ends the call with a status; a call that can no longer take one (its client went away
+    while a write was in flight) just ends."""
+    try:
+        await ending
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        log.debug("the call could not take its status: %r", exc)
 
 
 def _failure(task: asyncio.Task[Any]) -> BaseException | None:

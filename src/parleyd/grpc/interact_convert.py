@@ -65,9 +65,13 @@ def subscription(join: pb.Join) -> frozenset[Kind]:
     return frozenset(k for k, wanted in kinds.items() if wanted)
 
 
-def _trigger_in(req: pb.InteractRequest) -> i.InFrame:
+def _trigger_in(req: pb.InteractRequest) -> i.InFrame | str:
     t = req.trigger
-    return i.TriggerIn(t.name, MessageToDict(t.payload), t.payload.ByteSize())
+    try:
+        payload = MessageToDict(t.payload)
+    except ValueError:  # NaN or Infinity: a Struct can carry them, JSON (and the AI) cannot
+        return "trigger.payload: numbers must be finite (NaN and Infinity have no JSON form)"
+    return i.TriggerIn(t.name, payload, t.payload.ByteSize())
 
 
 def _context_in(req: pb.InteractRequest) -> i.InFrame:
@@ -99,7 +103,7 @@ def _reply_visemes_in(req: pb.InteractRequest) -> i.InFrame:
 
 
 # One reader per `InteractRequest.payload` field.
-_IN: dict[str, Callable[[pb.InteractRequest], i.InFrame]] = {
+_IN: dict[str, Callable[[pb.InteractRequest], i.InFrame | str]] = {
     "audio": lambda r: i.AudioIn(r.audio.pcm, r.audio.sequence),
     "text": lambda r: i.TextIn(r.text.text),
     "trigger": _trigger_in,

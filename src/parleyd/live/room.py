@@ -176,7 +176,11 @@ class Room:
         async with self.lock:
             if not self.members.has(p):
                 return
+            was_agent = self.members.agent is p
             self._remove(p)
+            if was_agent and (reply := self.replies.in_flight) is not None:
+                # Nobody can finish it now: it ends as cut, at what the user reported played.
+                await self.replies.cut(reply, reply.played_ms, notify=True)
             if p.opened:
                 self.members.broadcast(
                     Event(EventType.PARTICIPANT_LEFT, participant=p.info, reason=reason)

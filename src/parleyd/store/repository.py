@@ -536,6 +536,7 @@ class Repository:
                 USAGE.c.end_ms,
                 USAGE.c.is_open,
                 SESSIONS.c.state,
+                SESSIONS.c.expire_at_ms,
             )
             .join(SESSIONS, SESSIONS.c.id == USAGE.c.session_id)
             .where(USAGE.c.api_key_id == api_key_id, USAGE.c.start_ms < end_ms)
@@ -549,8 +550,12 @@ class Repository:
         totals: dict[str, int] = {}
         agents: dict[str, str] = {}
         for r in rows:
-            # An open interval of a session that is live right now runs to now.
-            stop = now_ms if (r.is_open and r.state == SessionState.ACTIVE.value) else r.end_ms
+            # An open interval of a session that is live right now runs to now — but never past
+            # the moment its max_duration runs out (expire_at_ms while ACTIVE), where billing
+            # ends even before the expiry sweep notices.
+            stop = r.end_ms
+            if r.is_open and r.state == SessionState.ACTIVE.value:
+                stop = now_ms if r.expire_at_ms is None else min(now_ms, r.expire_at_ms)
             overlap = min(stop, end_ms) - max(r.start_ms, start_ms)
             if overlap > 0:
                 totals[r.session_id] = totals.get(r.session_id, 0) + overlap
