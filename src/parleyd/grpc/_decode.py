@@ -130,30 +130,20 @@ def with_decoding(method: str, handler: Any, warn: RateLimitedLog) -> Any:
     """
     decode = tolerant(handler.request_deserializer, request_type_name(method))
     serialize = handler.response_serializer
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary(method, handler.unary_unary, warn),
-            request_deserializer=decode,
-            response_serializer=serialize,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _unary(method, handler.unary_stream, warn),
-            request_deserializer=decode,
-            response_serializer=serialize,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _streamed(method, handler.stream_unary, warn),
-            request_deserializer=decode,
-            response_serializer=serialize,
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _streamed(method, handler.stream_stream, warn),
-            request_deserializer=decode,
-            response_serializer=serialize,
-        )
+    # (the handler's behaviour, how grpc makes such a handler, how its requests are guarded)
+    kinds = (
+        (handler.unary_unary, grpc.unary_unary_rpc_method_handler, _unary),
+        (handler.unary_stream, grpc.unary_stream_rpc_method_handler, _unary),
+        (handler.stream_unary, grpc.stream_unary_rpc_method_handler, _streamed),
+        (handler.stream_stream, grpc.stream_stream_rpc_method_handler, _streamed),
+    )
+    for behaviour, make, guard in kinds:
+        if behaviour is not None:
+            return make(
+                guard(method, behaviour, warn),
+                request_deserializer=decode,
+                response_serializer=serialize,
+            )
     return handler
 
 
